@@ -1,0 +1,498 @@
+//! Experiment configuration (TOML) and its validation.
+//!
+//! A config has the sections `[task]`, `[model]`, `[init]`, `[train]` and `[record]` plus a
+//! top-level `seed`. Symbols follow the paper: n samples of length L over d tokens, attention
+//! width m, m1 MLP neurons. Times are in units of gradient-flow time t, where gradient descent
+//! with step eta reaches t = eta x steps.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineKind;
+use crate::error::Error;
+use crate::integrator::{IntegratorKind, Tolerances};
+use crate::model::{Dims, InitScheme};
+use crate::run::Schedule;
+use crate::task::{FillerMode, TaskSpec};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seed of every random draw (dataset, then initial weights).
+    #[serde(default)]
+    pub seed: u64,
+    pub task: TaskConfig,
+    pub model: ModelConfig,
+    pub init: InitConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub record: RecordConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Number of training samples, a positive multiple of 6.
+    pub n: usize,
+    /// Sequence length, at least 3.
+    #[serde(rename = "L")]
+    pub seq_len: usize,
+    /// Vocabulary size; optional with distinct fillers, which size it themselves.
+    pub d: Option<usize>,
+    pub fillers: FillerMode,
+    /// Number of test samples, a positive multiple of 6.
+    #[serde(default = "default_n_test")]
+    pub n_test: usize,
+    /// A `.npz` file with `tokens` and `labels` (and optionally `test_tokens`,
+    /// `test_labels`) that replaces the generated data.
+    pub dataset: Option<PathBuf>,
+}
+
+fn default_n_test() -> usize {
+    600
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Attention width: rows of W_Q, W_K, W_V.
+    pub m: u64,
+    /// Number of MLP neurons: rows of W.
+    pub m1: u64,
+}
+
+/// Name of an initialization law.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeName {
+    Theory,
+    KaimingUniform,
+    KaimingNormal,
+    Gaussian,
+}
+
+/// Where the reduced engine takes its initial state from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReducedInit {
+    /// Gram matrices of a parameter draw (the same draw the parameter engine would use).
+    #[default]
+    Parameters,
+    /// A direct Wishart draw of the Gram state, in time independent of m.
+    Wishart,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    pub scheme: SchemeName,
+    /// Theory scheme: sigma0 = c0 / sqrt(L m).
+    pub c0: Option<f64>,
+    /// Theory scheme: sigma1 = c1 / sqrt(m1).
+    pub c1: Option<f64>,
+    /// Gaussian scheme: standard deviation of W_V, W_K, W_Q entries.
+    pub sigma0: Option<f64>,
+    /// Gaussian scheme: standard deviation of W entries.
+    pub sigma1: Option<f64>,
+    /// A `.npz` file with W, W_V, W_K, W_Q and a that replaces the random draw.
+    pub weights: Option<PathBuf>,
+    #[serde(default)]
+    pub reduced_from: ReducedInit,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub engine: EngineKind,
+    pub integrator: IntegratorKind,
+    /// Gradient-descent step size.
+    pub eta: Option<f64>,
+    /// Final time t.
+    pub t_end: Option<f64>,
+    /// Limit on gradient-descent steps or on solver steps (accepted plus rejected).
+    pub max_steps: Option<u64>,
+    /// Stop when the training loss falls to this value.
+    pub target_loss: Option<f64>,
+    #[serde(default = "default_rtol")]
+    pub rtol: f64,
+    #[serde(default = "default_atol")]
+    pub atol: f64,
+    /// Wall-clock seconds between checkpoints.
+    #[serde(default = "default_checkpoint_seconds")]
+    pub checkpoint_seconds: f64,
+}
+
+fn default_rtol() -> f64 {
+    1e-8
+}
+
+fn default_atol() -> f64 {
+    1e-10
+}
+
+fn default_checkpoint_seconds() -> f64 {
+    30.0
+}
+
+/// Spacing of output times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GridKind {
+    /// Geometric from `t_first` to t_end, after t = 0.
+    #[default]
+    Log,
+    /// Evenly spaced from 0 to t_end.
+    Linear,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    #[serde(default)]
+    pub grid: GridKind,
+    /// Number of output times after t = 0.
+    #[serde(default = "default_points")]
+    pub points: usize,
+    /// First positive output time of a log grid; defaults to t_end / 10^6.
+    pub t_first: Option<f64>,
+}
+
+fn default_points() -> usize {
+    300
+}
+
+impl Default for RecordConfig {
+    fn default() -> RecordConfig {
+        RecordConfig {
+            grid: GridKind::Log,
+            points: default_points(),
+            t_first: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML config; relative input paths are taken relative to the
+    /// config file's folder.
+    pub fn from_file(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config = Config::from_toml(&text)
+            .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in [&mut config.task.dataset, &mut config.init.weights]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config always serializes")
+    }
+
+    pub fn task_spec(&self) -> TaskSpec {
+        TaskSpec {
+            n: self.task.n,
+            seq_len: self.task.seq_len,
+            vocab_size: self.task.d,
+            fillers: self.task.fillers,
+            n_test: self.task.n_test,
+        }
+    }
+
+    /// The initialization law, with the keys that do not belong to it rejected.
+    pub fn init_scheme(&self) -> Result<InitScheme, Error> {
+        let init = &self.init;
+        let used: &[&str] = match init.scheme {
+            SchemeName::Theory => &["c0", "c1"],
+            SchemeName::Gaussian => &["sigma0", "sigma1"],
+            SchemeName::KaimingUniform | SchemeName::KaimingNormal => &[],
+        };
+        for (key, value) in [
+            ("c0", init.c0),
+            ("c1", init.c1),
+            ("sigma0", init.sigma0),
+            ("sigma1", init.sigma1),
+        ] {
+            if value.is_some() && !used.contains(&key) {
+                return Err(Error::config(format!(
+                    "init.{key} does not apply to scheme {:?}; remove it or change init.scheme",
+                    init.scheme
+                )));
+            }
+        }
+        let need = |key: &str, value: Option<f64>| {
+            value.ok_or_else(|| {
+                Error::config(format!(
+                    "init.{key} is missing; scheme {:?} needs it",
+                    init.scheme
+                ))
+            })
+        };
+        Ok(match init.scheme {
+            SchemeName::Theory => InitScheme::Theory {
+                c0: need("c0", init.c0)?,
+                c1: need("c1", init.c1)?,
+            },
+            SchemeName::Gaussian => InitScheme::Gaussian {
+                sigma0: need("sigma0", init.sigma0)?,
+                sigma1: need("sigma1", init.sigma1)?,
+            },
+            SchemeName::KaimingUniform => InitScheme::KaimingUniform,
+            SchemeName::KaimingNormal => InitScheme::KaimingNormal,
+        })
+    }
+
+    /// Sizes for the initial-weight laws, given the resolved vocabulary size.
+    pub fn dims(&self, d: usize) -> Dims {
+        Dims {
+            d,
+            seq_len: self.task.seq_len,
+            m: self.model.m as usize,
+            m1: self.model.m1 as usize,
+        }
+    }
+
+    /// Checks every range and combination that can be checked without reading files.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.task.dataset.is_none() {
+            self.task_spec().resolved_vocab_size()?;
+        }
+        for (key, value) in [("model.m", self.model.m), ("model.m1", self.model.m1)] {
+            if value == 0 {
+                return Err(Error::config(format!("{key} = 0; widths must be >= 1")));
+            }
+        }
+        self.init_scheme()?;
+        if self.init.reduced_from == ReducedInit::Wishart {
+            if self.train.engine != EngineKind::Reduced {
+                return Err(Error::config(
+                    "init.reduced_from = \"wishart\" applies only to train.engine = \"reduced\""
+                        .to_string(),
+                ));
+            }
+            if matches!(self.init.scheme, SchemeName::KaimingUniform) || self.init.weights.is_some()
+            {
+                return Err(Error::config(
+                    "init.reduced_from = \"wishart\" needs Gaussian weights without a weights \
+                     file; use scheme theory, gaussian or kaiming-normal, or set reduced_from \
+                     = \"parameters\""
+                        .to_string(),
+                ));
+            }
+        }
+        if self.train.engine == EngineKind::Parameter {
+            let d = self.task_spec().resolved_vocab_size().unwrap_or(0) as u64;
+            let entries = self.model.m1 * self.model.m + 3 * self.model.m * d;
+            if entries > 1 << 30 {
+                return Err(Error::config(format!(
+                    "the parameter engine would hold {entries} weights ({:.1} GiB per state \
+                     copy) at m = {}, m1 = {}; use train.engine = \"reduced\" with \
+                     init.reduced_from = \"wishart\" for widths this large",
+                    entries as f64 * 8.0 / (1u64 << 30) as f64,
+                    self.model.m,
+                    self.model.m1
+                )));
+            }
+        }
+        self.schedule()?;
+        Ok(())
+    }
+
+    /// The loop settings: integrator, final time, step limit and output times.
+    pub fn schedule(&self) -> Result<Schedule, Error> {
+        let train = &self.train;
+        let positive = |key: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(value)
+            } else {
+                Err(Error::config(format!(
+                    "train.{key} = {value} is invalid; it must be a finite number > 0"
+                )))
+            }
+        };
+        for (key, value) in [("rtol", train.rtol), ("atol", train.atol)] {
+            if !(value > 0.0 && value < 1.0) {
+                return Err(Error::config(format!(
+                    "train.{key} = {value} is outside (0, 1); typical values are rtol = 1e-8, \
+                     atol = 1e-10"
+                )));
+            }
+        }
+        positive("checkpoint_seconds", train.checkpoint_seconds)?;
+        if let Some(target) = train.target_loss {
+            positive("target_loss", target)?;
+        }
+
+        let (eta, t_end, max_steps) = match train.integrator {
+            IntegratorKind::GradientDescent => {
+                let eta = positive(
+                    "eta",
+                    train.eta.ok_or_else(|| {
+                        Error::config("train.eta is missing; gradient descent needs a step size")
+                    })?,
+                )?;
+                let t_end = match (train.t_end, train.max_steps) {
+                    (Some(t_end), _) => positive("t_end", t_end)?,
+                    (None, Some(steps)) => eta * steps as f64,
+                    (None, None) => {
+                        return Err(Error::config(
+                            "gradient descent needs train.t_end or train.max_steps",
+                        ));
+                    }
+                };
+                (eta, t_end, train.max_steps.unwrap_or(u64::MAX))
+            }
+            _ => {
+                if train.eta.is_some() {
+                    return Err(Error::config(format!(
+                        "train.eta applies only to gradient descent, not to integrator {}; \
+                         remove it",
+                        train.integrator.name()
+                    )));
+                }
+                let t_end = positive(
+                    "t_end",
+                    train.t_end.ok_or_else(|| {
+                        Error::config("train.t_end is missing; gradient flow needs a final time")
+                    })?,
+                )?;
+                (0.0, t_end, train.max_steps.unwrap_or(100_000_000))
+            }
+        };
+        if max_steps == 0 {
+            return Err(Error::config("train.max_steps = 0; it must be >= 1"));
+        }
+        Ok(Schedule {
+            integrator: train.integrator,
+            eta,
+            tolerances: Tolerances {
+                rtol: train.rtol,
+                atol: train.atol,
+            },
+            t_end,
+            max_steps,
+            target_loss: train.target_loss,
+            record_times: self.record.times(t_end)?,
+        })
+    }
+}
+
+impl RecordConfig {
+    /// Output times: 0, then `points` times up to `t_end` (the last is exactly `t_end`).
+    pub fn times(&self, t_end: f64) -> Result<Vec<f64>, Error> {
+        if self.points == 0 {
+            return Err(Error::config("record.points = 0; it must be >= 1"));
+        }
+        let mut times = vec![0.0];
+        match self.grid {
+            GridKind::Linear => {
+                times.extend((1..=self.points).map(|k| t_end * k as f64 / self.points as f64));
+            }
+            GridKind::Log => {
+                let t_first = self.t_first.unwrap_or(t_end * 1e-6);
+                if !(t_first > 0.0 && t_first <= t_end) {
+                    return Err(Error::config(format!(
+                        "record.t_first = {t_first} must lie in (0, t_end = {t_end}]"
+                    )));
+                }
+                let ratio = (t_end / t_first).ln();
+                let steps = self.points.saturating_sub(1).max(1) as f64;
+                times.extend((0..self.points).map(|k| t_first * (ratio * k as f64 / steps).exp()));
+            }
+        }
+        if let Some(last) = times.last_mut() {
+            *last = t_end;
+        }
+        times.dedup();
+        Ok(times)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        seed = 3
+        [task]
+        n = 12
+        L = 4
+        d = 20
+        fillers = "sampled"
+        [model]
+        m = 8
+        m1 = 6
+        [init]
+        scheme = "kaiming-uniform"
+        [train]
+        engine = "parameter"
+        integrator = "gradient-descent"
+        eta = 0.1
+        max_steps = 100
+    "#;
+
+    #[test]
+    fn minimal_config_parses() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        let schedule = config.schedule().unwrap();
+        assert!((schedule.t_end - 10.0).abs() < 1e-12);
+        assert_eq!(schedule.record_times[0], 0.0);
+        assert_eq!(*schedule.record_times.last().unwrap(), 10.0);
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let text = MINIMAL.replace("eta = 0.1", "eta = 0.1\netta = 2");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("etta"), "{err}");
+    }
+
+    #[test]
+    fn scheme_mismatch_rejected() {
+        let text = MINIMAL.replace(
+            "scheme = \"kaiming-uniform\"",
+            "scheme = \"theory\"\nc0 = 0.1",
+        );
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("init.c1 is missing"), "{err}");
+    }
+
+    #[test]
+    fn flow_needs_t_end() {
+        let text = MINIMAL
+            .replace(
+                "integrator = \"gradient-descent\"",
+                "integrator = \"dopri5\"",
+            )
+            .replace("eta = 0.1\n", "");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("train.t_end is missing"), "{err}");
+    }
+
+    #[test]
+    fn log_grid_is_increasing_and_exact_at_end() {
+        let record = RecordConfig {
+            grid: GridKind::Log,
+            points: 50,
+            t_first: Some(1e-3),
+        };
+        let times = record.times(300.0).unwrap();
+        assert_eq!(times.len(), 51);
+        assert!((times[1] - 1e-3).abs() < 1e-18);
+        assert_eq!(*times.last().unwrap(), 300.0);
+        assert!(times.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -1,0 +1,211 @@
+//! Gradient flow in parameter space.
+//!
+//! The flat state is `[W, W_V^T, W_K^T, W_Q^T]`, each row-major: W is (m1, m) and the other
+//! three are stored token-major as (d, m), so row k is the value, key or query vector of token
+//! k and every update below runs over contiguous rows. With `u = W^T a`, `rho = -dL/dgamma`
+//! and `Delta = -dL/dS`:
+//!
+//! ```text
+//! dW/dt   = a (W_V rho)^T        dW_V/dt = u rho^T
+//! dW_K/dt = W_Q Delta^T          dW_Q/dt = W_K Delta
+//! ```
+//!
+//! Delta is non-zero only at the (key, query) pairs that co-occur in a training sequence, so
+//! the key and query updates cost O(pairs x m) instead of O(d^2 m).
+
+use ndarray::{Array1, Array2, ArrayView2};
+
+use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
+use crate::linalg::{axpy, dot};
+use crate::model::Params;
+
+pub struct ParameterEngine {
+    a: Vec<f64>,
+    m: usize,
+    m1: usize,
+    d: usize,
+    /// u = W^T a of the state last passed to `readouts`.
+    u: Vec<f64>,
+    /// W_V rho, scratch.
+    value_direction: Vec<f64>,
+}
+
+/// Offsets of the four blocks in the flat state.
+struct Layout {
+    w: std::ops::Range<usize>,
+    v: std::ops::Range<usize>,
+    k: std::ops::Range<usize>,
+    q: std::ops::Range<usize>,
+}
+
+impl ParameterEngine {
+    /// Builds the engine and the flat initial state from explicit weights.
+    pub fn new(params: &Params) -> (ParameterEngine, Vec<f64>) {
+        let engine = ParameterEngine {
+            a: params.a.to_vec(),
+            m: params.width(),
+            m1: params.neurons(),
+            d: params.vocab_size(),
+            u: vec![0.0; params.width()],
+            value_direction: vec![0.0; params.width()],
+        };
+        let mut y = Vec::with_capacity(engine.state_len());
+        y.extend(params.w.iter());
+        for matrix in [&params.w_v, &params.w_k, &params.w_q] {
+            y.extend(matrix.t().iter());
+        }
+        (engine, y)
+    }
+
+    fn layout(&self) -> Layout {
+        let head = self.m1 * self.m;
+        let block = self.d * self.m;
+        Layout {
+            w: 0..head,
+            v: head..head + block,
+            k: head + block..head + 2 * block,
+            q: head + 2 * block..head + 3 * block,
+        }
+    }
+
+    /// Weights of a flat state, in the paper's shapes.
+    pub fn params(&self, y: &[f64]) -> Params {
+        let layout = self.layout();
+        let token_major = |range: std::ops::Range<usize>| {
+            ArrayView2::from_shape((self.d, self.m), &y[range])
+                .expect("block has d * m entries")
+                .t()
+                .to_owned()
+        };
+        Params {
+            w: Array2::from_shape_vec((self.m1, self.m), y[layout.w.clone()].to_vec())
+                .expect("block has m1 * m entries"),
+            w_v: token_major(layout.v),
+            w_k: token_major(layout.k),
+            w_q: token_major(layout.q),
+            a: Array1::from(self.a.clone()),
+        }
+    }
+
+    fn row<'a>(&self, block: &'a [f64], k: usize) -> &'a [f64] {
+        &block[k * self.m..(k + 1) * self.m]
+    }
+
+    /// u = W^T a.
+    fn compute_u(&mut self, w: &[f64]) {
+        self.u.iter_mut().for_each(|v| *v = 0.0);
+        for (row, &sign) in w.chunks_exact(self.m).zip(&self.a) {
+            axpy(sign, row, &mut self.u);
+        }
+    }
+}
+
+impl Engine for ParameterEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Parameter
+    }
+
+    fn state_len(&self) -> usize {
+        self.m1 * self.m + 3 * self.d * self.m
+    }
+
+    fn width(&self) -> f64 {
+        self.m as f64
+    }
+
+    fn neurons(&self) -> f64 {
+        self.m1 as f64
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.d
+    }
+
+    fn readouts(&mut self, y: &[f64], gamma: &mut [f64]) {
+        let layout = self.layout();
+        self.compute_u(&y[layout.w]);
+        let values = &y[layout.v];
+        for (k, g) in gamma.iter_mut().enumerate() {
+            *g = dot(self.row(values, k), &self.u);
+        }
+    }
+
+    fn scores(&mut self, y: &[f64], pairs: &[(usize, usize)], out: &mut [f64]) {
+        let layout = self.layout();
+        let (keys, queries) = (&y[layout.k], &y[layout.q]);
+        for (s, &(key, query)) in out.iter_mut().zip(pairs) {
+            *s = dot(self.row(keys, key), self.row(queries, query));
+        }
+    }
+
+    fn flow(&mut self, y: &[f64], sens: &Sensitivities, dy: &mut [f64]) {
+        let layout = self.layout();
+        let m = self.m;
+        dy.iter_mut().for_each(|v| *v = 0.0);
+
+        // Value and head: dW_V^T = rho u^T, dW = a (W_V rho)^T.
+        let values = &y[layout.v.clone()];
+        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
+        for (k, &rho_k) in sens.rho.iter().enumerate() {
+            if rho_k != 0.0 {
+                axpy(rho_k, self.row(values, k), &mut self.value_direction);
+                axpy(rho_k, &self.u, &mut dy[layout.v.start + k * m..][..m]);
+            }
+        }
+        for (row, &sign) in dy[layout.w].chunks_exact_mut(m).zip(&self.a) {
+            axpy(sign, &self.value_direction, row);
+        }
+
+        // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T, pair by pair.
+        let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
+        for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
+            if delta == 0.0 {
+                continue;
+            }
+            axpy(
+                delta,
+                self.row(queries, query),
+                &mut dy[layout.k.start + key * m..][..m],
+            );
+            axpy(
+                delta,
+                self.row(keys, key),
+                &mut dy[layout.q.start + query * m..][..m],
+            );
+        }
+    }
+
+    fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
+        // Gradient descent is the explicit Euler step of the flow in these coordinates.
+        let mut dy = vec![0.0; y.len()];
+        self.flow(y, sens, &mut dy);
+        axpy(eta, &dy, y);
+    }
+
+    fn summary(&self, y: &[f64]) -> GramSummary {
+        let layout = self.layout();
+        let (values, keys, queries) = (&y[layout.v], &y[layout.k], &y[layout.q]);
+        let mut u = vec![0.0; self.m];
+        for (row, &sign) in y[layout.w].chunks_exact(self.m).zip(&self.a) {
+            axpy(sign, row, &mut u);
+        }
+        let mut summary = GramSummary {
+            beta: dot(&u, &u),
+            ..GramSummary::default()
+        };
+        for i in 0..3 {
+            for j in 0..3 {
+                summary.gv[i][j] = dot(self.row(values, i), self.row(values, j));
+                summary.s[i][j] = dot(self.row(keys, i), self.row(queries, j));
+            }
+        }
+        let squared_norm = |block: &[f64]| dot(block, block);
+        summary.value_invariant = self.m1 as f64 * squared_norm(values) - summary.beta;
+        summary.key_query_invariant = squared_norm(keys) - squared_norm(queries);
+        summary
+    }
+
+    fn reduced_state(&self, y: &[f64]) -> ReducedState {
+        ReducedState::from_params(&self.params(y))
+    }
+}

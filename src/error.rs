@@ -1,0 +1,55 @@
+//! Error type of the library. Normal ends of a run are not errors; see `run::StopReason`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is missing, out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// An input file (dataset or initial weights) has the wrong shape, type or values.
+    #[error("invalid input data: {0}")]
+    InvalidData(String),
+
+    /// The state or the loss stopped being finite.
+    #[error(
+        "non-finite {quantity} at t = {time:e}: {hint}; the trajectory up to the last record is kept"
+    )]
+    NonFinite {
+        quantity: String,
+        time: f64,
+        hint: String,
+    },
+
+    /// The ODE solver gave up.
+    #[error("gradient-flow integration failed at t = {time:e}: {reason}")]
+    Integration { time: f64, reason: String },
+
+    #[error("failed to read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to read {path} as .npz: {reason}")]
+    Npz { path: PathBuf, reason: String },
+}
+
+impl Error {
+    pub fn config(message: impl Into<String>) -> Error {
+        Error::Config(message.into())
+    }
+
+    pub fn invalid_data(message: impl Into<String>) -> Error {
+        Error::InvalidData(message.into())
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Forward pass, logistic loss and its sensitivities, shared by both engines.
+//!
+//! The output of the model depends on the weights only through the token readouts
+//! `gamma = W_V^T W^T a` (length d) and the score correlations `S = W_K^T W_Q` (d x d, row =
+//! key token, column = query token). For a sequence x_1..x_L,
+//!
+//! ```text
+//! s_{l,h} = S[x_h, x_l] / sqrt(m),   p_l = softmax_h(s_{l,.}),   r_h = sum_l p_{l,h},
+//! F = sum_h r_h gamma[x_h].
+//! ```
+//!
+//! A dataset only ever reads S at the (key, query) token pairs that co-occur in one of its
+//! sequences, so [`PairIndex`] lists those pairs once and the engines supply S only there.
+//! The sensitivities returned are
+//!
+//! ```text
+//! c_i   = y_i g_i / n,  g_i = 1 / (1 + exp(y_i F_i))                (= -dL/dF_i)
+//! rho_k = sum_i c_i sum_{h: x_h = k} r_h                              (= -dL/dgamma_k)
+//! Delta[k, k'] = (1/sqrt m) sum_i c_i sum_{l,h: x_h = k, x_l = k'} p_{l,h} (G_h - gbar_l)
+//!                                                                     (= -dL/dS[k, k'])
+//! ```
+//!
+//! with `G_h = gamma[x_h]` and `gbar_l = sum_h p_{l,h} G_h`.
+
+use std::collections::HashMap;
+
+use crate::task::Dataset;
+
+/// The distinct (key token, query token) pairs of a dataset and, for every sample i and
+/// positions (l, h), the index of pair (x_h, x_l).
+#[derive(Clone, Debug)]
+pub struct PairIndex {
+    /// Distinct pairs as (key token, query token).
+    pub pairs: Vec<(usize, usize)>,
+    /// Shape (n, L, L): entry [i][l][h] is the index in `pairs` of (x_h, x_l).
+    pub sample_pairs: Vec<u32>,
+}
+
+impl PairIndex {
+    pub fn new(data: &Dataset) -> PairIndex {
+        let seq_len = data.seq_len;
+        let mut lookup: HashMap<(usize, usize), u32> = HashMap::new();
+        let mut pairs = Vec::new();
+        let mut sample_pairs = Vec::with_capacity(data.len() * seq_len * seq_len);
+        for i in 0..data.len() {
+            let x = data.sample(i);
+            for &query in x {
+                for &key in x {
+                    let next = pairs.len() as u32;
+                    let id = *lookup.entry((key, query)).or_insert(next);
+                    if id == next {
+                        pairs.push((key, query));
+                    }
+                    sample_pairs.push(id);
+                }
+            }
+        }
+        PairIndex {
+            pairs,
+            sample_pairs,
+        }
+    }
+}
+
+/// Numerically stable `log(1 + exp(z))`.
+pub fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+/// Numerically stable `1 / (1 + exp(-z))`.
+pub fn logistic(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Results of one forward pass over a dataset, with reusable buffers.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// Mean logistic loss (1/n) sum_i log(1 + exp(-y_i F_i)).
+    pub loss: f64,
+    /// Outputs F_i, length n.
+    pub outputs: Vec<f64>,
+    /// Gradient weights g_i = 1 / (1 + exp(y_i F_i)), length n.
+    pub g: Vec<f64>,
+    /// Per-sample losses log(1 + exp(-y_i F_i)), length n.
+    pub sample_loss: Vec<f64>,
+    /// -dL/dgamma, length d. Filled only when sensitivities are requested.
+    pub rho: Vec<f64>,
+    /// -dL/dS at each pair of the [`PairIndex`]. Filled only when sensitivities are requested.
+    pub delta: Vec<f64>,
+    attention: Vec<f64>,
+    received: Vec<f64>,
+    mean_readout: Vec<f64>,
+}
+
+impl Evaluation {
+    pub fn new(data: &Dataset, index: &PairIndex) -> Evaluation {
+        let seq_len = data.seq_len;
+        Evaluation {
+            loss: 0.0,
+            outputs: vec![0.0; data.len()],
+            g: vec![0.0; data.len()],
+            sample_loss: vec![0.0; data.len()],
+            rho: vec![0.0; data.vocab_size],
+            delta: vec![0.0; index.pairs.len()],
+            attention: vec![0.0; seq_len * seq_len],
+            received: vec![0.0; seq_len],
+            mean_readout: vec![0.0; seq_len],
+        }
+    }
+
+    /// Margins y_i F_i.
+    pub fn margins<'a>(&'a self, data: &'a Dataset) -> impl Iterator<Item = f64> + 'a {
+        self.outputs.iter().zip(&data.labels).map(|(f, y)| f * y)
+    }
+}
+
+/// Runs the forward pass over `data` and, if `sensitivities` is set, accumulates `rho` and
+/// `delta`.
+///
+/// `gamma` has length d; `scores` holds S at each pair of `index` (unscaled); `width` is m.
+pub fn evaluate(
+    data: &Dataset,
+    index: &PairIndex,
+    gamma: &[f64],
+    scores: &[f64],
+    width: f64,
+    sensitivities: bool,
+    out: &mut Evaluation,
+) {
+    let seq_len = data.seq_len;
+    let n = data.len();
+    let scale = 1.0 / width.sqrt();
+    if sensitivities {
+        out.rho.iter_mut().for_each(|v| *v = 0.0);
+        out.delta.iter_mut().for_each(|v| *v = 0.0);
+    }
+    let mut total_loss = 0.0;
+
+    for i in 0..n {
+        let x = data.sample(i);
+        let ids = &index.sample_pairs[i * seq_len * seq_len..(i + 1) * seq_len * seq_len];
+
+        // Attention rows p_l = softmax_h(s_{l,h}), max-shifted, and what each key receives.
+        out.received.iter_mut().for_each(|v| *v = 0.0);
+        for l in 0..seq_len {
+            let row = &mut out.attention[l * seq_len..(l + 1) * seq_len];
+            let row_ids = &ids[l * seq_len..(l + 1) * seq_len];
+            let mut max = f64::NEG_INFINITY;
+            for (p, &id) in row.iter_mut().zip(row_ids) {
+                *p = scores[id as usize] * scale;
+                max = max.max(*p);
+            }
+            let mut sum = 0.0;
+            for p in row.iter_mut() {
+                *p = (*p - max).exp();
+                sum += *p;
+            }
+            let mut mean = 0.0;
+            for (h, p) in row.iter_mut().enumerate() {
+                *p /= sum;
+                out.received[h] += *p;
+                mean += *p * gamma[x[h]];
+            }
+            out.mean_readout[l] = mean;
+        }
+
+        // Output, loss and gradient weight of the sample.
+        let output: f64 = (0..seq_len).map(|h| out.received[h] * gamma[x[h]]).sum();
+        let y = data.labels[i];
+        let margin = y * output;
+        out.outputs[i] = output;
+        out.sample_loss[i] = softplus(-margin);
+        out.g[i] = logistic(-margin);
+        total_loss += out.sample_loss[i];
+
+        if !sensitivities {
+            continue;
+        }
+
+        // Back-propagate c_i = y g_i / n into rho and Delta.
+        let c = y * out.g[i] / n as f64;
+        for (&token, &received) in x.iter().zip(&out.received) {
+            out.rho[token] += c * received;
+        }
+        let c_scaled = c * scale;
+        for l in 0..seq_len {
+            let mean = out.mean_readout[l];
+            for h in 0..seq_len {
+                let p = out.attention[l * seq_len + h];
+                let id = ids[l * seq_len + h] as usize;
+                out.delta[id] += c_scaled * p * (gamma[x[h]] - mean);
+            }
+        }
+    }
+    out.loss = total_loss / n as f64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softplus_extreme_arguments() {
+        assert_eq!(softplus(1e4), 1e4);
+        assert_eq!(softplus(-1e4), 0.0);
+        assert!((softplus(0.0) - 2f64.ln()).abs() < 1e-15);
+        assert!((softplus(-30.0) - (-30f64).exp()).abs() < 1e-25);
+    }
+
+    #[test]
+    fn logistic_extreme_arguments() {
+        assert_eq!(logistic(1e4), 1.0);
+        assert_eq!(logistic(-1e4), 0.0);
+        assert_eq!(logistic(0.0), 0.5);
+        assert!((logistic(-40.0) - (-40f64).exp()).abs() < 1e-30);
+    }
+
+    #[test]
+    fn pair_index_covers_all_positions() {
+        let data = Dataset::new(vec![0, 1, 2, 2, 5, 2], vec![1.0, -1.0], 3, 6).unwrap();
+        let index = PairIndex::new(&data);
+        assert_eq!(index.sample_pairs.len(), 2 * 9);
+        for i in 0..2 {
+            let x = data.sample(i);
+            for l in 0..3 {
+                for h in 0..3 {
+                    let id = index.sample_pairs[i * 9 + l * 3 + h] as usize;
+                    assert_eq!(index.pairs[id], (x[h], x[l]));
+                }
+            }
+        }
+        // The second sample repeats (2, 2) four times, so it adds only (5,2), (2,5), (5,5).
+        assert_eq!(index.pairs.len(), 9 + 3);
+    }
+
+    #[test]
+    fn uniform_attention_output() {
+        // With all scores zero every p_{l,h} = 1/L, so r_h = 1 and F = sum_h gamma[x_h].
+        let data = Dataset::new(vec![0, 1, 2], vec![1.0], 3, 4).unwrap();
+        let index = PairIndex::new(&data);
+        let gamma = [0.5, -0.25, 2.0, 7.0];
+        let scores = vec![0.0; index.pairs.len()];
+        let mut eval = Evaluation::new(&data, &index);
+        evaluate(&data, &index, &gamma, &scores, 16.0, true, &mut eval);
+        assert!((eval.outputs[0] - 2.25).abs() < 1e-15);
+        assert!((eval.loss - softplus(-2.25)).abs() < 1e-15);
+        assert!((eval.rho[0] - logistic(-2.25)).abs() < 1e-15);
+        assert_eq!(eval.rho[3], 0.0);
+    }
+}

@@ -1,0 +1,9 @@
+fn main() {
+    match attnflow::cli::main() {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}

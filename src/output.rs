@@ -1,0 +1,241 @@
+//! Files of a run folder, written so that a crash never leaves a half-written file.
+//!
+//! - `config.toml`: the resolved config;
+//! - `trajectory.csv`: one row per output time (see [`Observation`] for the columns);
+//! - `summary.json`: how the run ended and its main numbers;
+//! - `checkpoint.json`: the state to resume from;
+//! - `dataset.npz`, `init_weights.npz`: the exact inputs, for replay in other tools.
+//!
+//! Whole files are written to a temporary name and renamed into place. The trajectory is
+//! appended row by row and flushed after each row; on resume it is cut back to the rows the
+//! checkpoint knows about.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::observables::Observation;
+use crate::run::{RunState, Sink};
+
+pub const TRAJECTORY: &str = "trajectory.csv";
+pub const SUMMARY: &str = "summary.json";
+pub const CHECKPOINT: &str = "checkpoint.json";
+pub const CONFIG: &str = "config.toml";
+pub const DATASET: &str = "dataset.npz";
+pub const INIT_WEIGHTS: &str = "init_weights.npz";
+
+/// A file written under a temporary name and renamed into place by [`AtomicFile::commit`].
+pub struct AtomicFile {
+    temp: PathBuf,
+    target: PathBuf,
+    file: File,
+}
+
+impl AtomicFile {
+    pub fn create(target: &Path) -> Result<AtomicFile, Error> {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = target.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+        Ok(AtomicFile {
+            temp,
+            target: target.to_path_buf(),
+            file,
+        })
+    }
+
+    /// A second handle to the temporary file, for writers that take ownership.
+    pub fn handle(&self) -> Result<File, Error> {
+        self.file.try_clone().map_err(|e| Error::io(&self.temp, e))
+    }
+
+    /// Flushes to disk and renames over the target.
+    pub fn commit(self) -> Result<(), Error> {
+        self.file.sync_all().map_err(|e| Error::io(&self.temp, e))?;
+        std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))
+    }
+}
+
+/// Writes `contents` to `path` atomically.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    let mut file = AtomicFile::create(path)?;
+    file.file
+        .write_all(contents)
+        .map_err(|e| Error::io(path, e))?;
+    file.commit()
+}
+
+/// Writes `value` as pretty JSON to `path` atomically.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).expect("output types always serialize");
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads JSON written by [`write_json`].
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::invalid_data(format!("{} is not valid: {e}", path.display())))
+}
+
+/// A checkpoint: the loop state plus the hash of the config it belongs to.
+#[derive(Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub config_hash: String,
+    pub wall_seconds: f64,
+    pub state: RunState,
+}
+
+/// The [`Sink`] that writes a run folder and shows progress on a terminal.
+pub struct RunFolder {
+    dir: PathBuf,
+    trajectory: File,
+    config_hash: String,
+    checkpoint_seconds: f64,
+    last_checkpoint: Instant,
+    started: Instant,
+    /// Wall-clock seconds of earlier sessions of a resumed run.
+    pub earlier_seconds: f64,
+    progress: ProgressBar,
+    t_end: f64,
+}
+
+impl RunFolder {
+    /// Opens the trajectory of `dir` for appending, keeping its header and first `rows` rows
+    /// (a fresh run passes 0 and gets a new file with a header).
+    pub fn open(
+        dir: &Path,
+        rows: usize,
+        config_hash: String,
+        checkpoint_seconds: f64,
+        t_end: f64,
+        show_progress: bool,
+    ) -> Result<RunFolder, Error> {
+        let path = dir.join(TRAJECTORY);
+        if rows == 0 {
+            let header = header_line();
+            write_atomic(&path, header.as_bytes())?;
+        } else {
+            truncate_rows(&path, rows)?;
+        }
+        let trajectory = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let progress = if show_progress {
+            let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] t = {msg} ({eta} left, log-time scale)",
+                )
+                .expect("template is valid")
+                .progress_chars("=> "),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Ok(RunFolder {
+            dir: dir.to_path_buf(),
+            trajectory,
+            config_hash,
+            checkpoint_seconds,
+            last_checkpoint: Instant::now(),
+            started: Instant::now(),
+            earlier_seconds: 0.0,
+            progress,
+            t_end,
+        })
+    }
+
+    /// Wall-clock seconds of this run, including earlier sessions.
+    pub fn wall_seconds(&self) -> f64 {
+        self.earlier_seconds + self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn finish_progress(&self) {
+        self.progress.finish_and_clear();
+    }
+}
+
+impl Sink for RunFolder {
+    fn record(&mut self, row: &Observation, _state: &RunState) -> Result<(), Error> {
+        let path = self.dir.join(TRAJECTORY);
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        writer
+            .serialize(row)
+            .expect("an observation always serializes");
+        let bytes = writer.into_inner().expect("writing to memory cannot fail");
+        self.trajectory
+            .write_all(&bytes)
+            .and_then(|_| self.trajectory.flush())
+            .map_err(|e| Error::io(&path, e))
+    }
+
+    fn checkpoint(&mut self, state: &RunState, force: bool) -> Result<(), Error> {
+        if !force && self.last_checkpoint.elapsed().as_secs_f64() < self.checkpoint_seconds {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint {
+            config_hash: self.config_hash.clone(),
+            wall_seconds: self.wall_seconds(),
+            state: state.clone(),
+        };
+        write_json(&self.dir.join(CHECKPOINT), &checkpoint)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn progress(&mut self, state: &RunState) {
+        if self.progress.is_hidden() {
+            return;
+        }
+        // Position on a log scale of t from 1e-6 t_end to t_end.
+        let floor = self.t_end * 1e-6;
+        let fraction =
+            ((state.t.max(floor) / floor).ln() / (self.t_end / floor).ln()).clamp(0.0, 1.0);
+        self.progress.set_position((fraction * 1000.0) as u64);
+        self.progress.set_message(format!("{:.4e}", state.t));
+    }
+}
+
+/// The CSV header of `trajectory.csv`.
+pub fn header_line() -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let example = Observation::default();
+    writer.serialize(&example).expect("serializes");
+    let text = String::from_utf8(writer.into_inner().expect("in memory")).expect("utf-8");
+    text.lines().next().expect("header line").to_string() + "\n"
+}
+
+/// Keeps the header and the first `rows` rows of a trajectory file.
+fn truncate_rows(path: &Path, rows: usize) -> Result<(), Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut kept = String::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        if i > rows {
+            break;
+        }
+        let line = line.map_err(|e| Error::io(path, e))?;
+        kept.push_str(&line);
+        kept.push('\n');
+    }
+    let present = kept.lines().count().saturating_sub(1);
+    if present < rows {
+        return Err(Error::invalid_data(format!(
+            "{} has {present} rows but the checkpoint expects {rows}; the run folder is \
+             damaged, start the run again without --resume",
+            path.display()
+        )));
+    }
+    write_atomic(path, kept.as_bytes())
+}

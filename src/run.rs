@@ -1,0 +1,428 @@
+//! The run loop: advances the state, records observables at the output times, detects the
+//! end of Phase 1 (T1) and decides when to stop. It writes nothing itself; a [`Sink`]
+//! receives records and checkpoints.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dynamics::Dynamics;
+use crate::error::Error;
+use crate::integrator::{EventWatch, IntegratorKind, SolverCounts, Tolerances, advance_flow};
+use crate::observables::Observation;
+
+/// Why a run ended. None of these is an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// Reached the final time t_end.
+    ReachedEnd,
+    /// The training loss fell to the target loss.
+    TargetLoss,
+    /// Used up the step limit.
+    StepLimit,
+    /// Stopped by a signal; the checkpoint allows resuming.
+    Interrupted,
+}
+
+/// Settings of the loop, resolved from a config.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub integrator: IntegratorKind,
+    /// Step size of gradient descent.
+    pub eta: f64,
+    pub tolerances: Tolerances,
+    /// Final time.
+    pub t_end: f64,
+    /// Limit on gradient-descent steps, or on accepted plus rejected solver steps.
+    pub max_steps: u64,
+    pub target_loss: Option<f64>,
+    /// Output times, increasing, from 0 to t_end. Gradient descent rounds each to the
+    /// nearest step.
+    pub record_times: Vec<f64>,
+}
+
+/// Everything needed to continue a run; a checkpoint stores it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub t: f64,
+    /// Gradient-descent steps taken, or accepted plus rejected solver steps.
+    pub steps: u64,
+    /// Index into `Schedule::record_times` of the next output.
+    pub next_record: usize,
+    pub y: Vec<f64>,
+    /// First step size for the next solver call.
+    pub step_hint: f64,
+    /// End of Phase 1: the first time every training sample has y F > 0.
+    pub t1: Option<f64>,
+    pub at_t1: Option<Observation>,
+    pub counts: SolverCounts,
+    pub gradient_evaluations: u64,
+    /// Rows written to the trajectory so far.
+    pub rows_written: usize,
+}
+
+impl RunState {
+    pub fn new(y: Vec<f64>) -> RunState {
+        RunState {
+            t: 0.0,
+            steps: 0,
+            next_record: 0,
+            y,
+            step_hint: 0.0,
+            t1: None,
+            at_t1: None,
+            counts: SolverCounts::default(),
+            gradient_evaluations: 0,
+            rows_written: 0,
+        }
+    }
+}
+
+/// Receives the outputs of a run as it goes.
+pub trait Sink {
+    /// Called with each recorded row, in time order.
+    fn record(&mut self, row: &Observation, state: &RunState) -> Result<(), Error>;
+
+    /// Called after each record and when the run stops; writes a checkpoint when due.
+    /// `force` asks for one now.
+    fn checkpoint(&mut self, state: &RunState, force: bool) -> Result<(), Error>;
+
+    /// Called as time advances, for progress display.
+    fn progress(&mut self, _state: &RunState) {}
+}
+
+/// Advances `state` under `schedule` until a stop condition holds.
+///
+/// `cancel` is polled between steps; when set the loop writes a checkpoint and returns
+/// [`StopReason::Interrupted`].
+pub fn run(
+    dynamics: &mut Dynamics,
+    schedule: &Schedule,
+    state: &mut RunState,
+    sink: &mut dyn Sink,
+    cancel: &AtomicBool,
+) -> Result<StopReason, Error> {
+    let evaluations_before = dynamics.gradient_evaluations;
+    let result = if schedule.integrator.is_flow() {
+        run_flow(dynamics, schedule, state, sink, cancel)
+    } else {
+        run_descent(dynamics, schedule, state, sink, cancel)
+    };
+    state.gradient_evaluations += dynamics.gradient_evaluations - evaluations_before;
+    dynamics.gradient_evaluations = evaluations_before;
+    let reason = result?;
+    sink.checkpoint(state, true)?;
+    Ok(reason)
+}
+
+fn non_finite_hint(schedule: &Schedule) -> String {
+    if schedule.integrator.is_flow() {
+        "the initial weights may be too large for the solver; lower init.c0/c1 or \
+         init.sigma0/sigma1, or tighten rtol"
+            .to_string()
+    } else {
+        format!(
+            "the step eta = {} may be too large for this initialization; lower train.eta",
+            schedule.eta
+        )
+    }
+}
+
+fn record(
+    dynamics: &mut Dynamics,
+    state: &mut RunState,
+    sink: &mut dyn Sink,
+    schedule: &Schedule,
+) -> Result<Observation, Error> {
+    let row = dynamics.observe(state.t, &state.y);
+    if let Some(quantity) = row.first_non_finite() {
+        return Err(Error::NonFinite {
+            quantity: quantity.to_string(),
+            time: state.t,
+            hint: non_finite_hint(schedule),
+        });
+    }
+    sink.record(&row, state)?;
+    state.rows_written += 1;
+    Ok(row)
+}
+
+/// Gradient descent: time t = eta x step, outputs at the steps nearest the record times.
+fn run_descent(
+    dynamics: &mut Dynamics,
+    schedule: &Schedule,
+    state: &mut RunState,
+    sink: &mut dyn Sink,
+    cancel: &AtomicBool,
+) -> Result<StopReason, Error> {
+    let eta = schedule.eta;
+    let last_step = ((schedule.t_end / eta).round() as u64).min(schedule.max_steps);
+    let record_steps: Vec<u64> = schedule
+        .record_times
+        .iter()
+        .map(|&t| ((t / eta).round() as u64).min(last_step))
+        .collect();
+
+    loop {
+        state.t = eta * state.steps as f64;
+        dynamics.evaluate_train(&state.y);
+        let loss = dynamics.train_eval.loss;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                quantity: "training loss".to_string(),
+                time: state.t,
+                hint: non_finite_hint(schedule),
+            });
+        }
+
+        if state.t1.is_none() && dynamics.min_margin() > 0.0 {
+            state.t1 = Some(state.t);
+            state.at_t1 = Some(dynamics.observe(state.t, &state.y));
+        }
+
+        let reason = if schedule.target_loss.is_some_and(|target| loss <= target) {
+            Some(StopReason::TargetLoss)
+        } else if state.steps >= last_step {
+            Some(if last_step < (schedule.t_end / eta).round() as u64 {
+                StopReason::StepLimit
+            } else {
+                StopReason::ReachedEnd
+            })
+        } else if cancel.load(Ordering::Relaxed) {
+            Some(StopReason::Interrupted)
+        } else {
+            None
+        };
+
+        let mut recorded = false;
+        while state.next_record < record_steps.len()
+            && record_steps[state.next_record] <= state.steps
+        {
+            if !recorded && record_steps[state.next_record] == state.steps {
+                record(dynamics, state, sink, schedule)?;
+                recorded = true;
+            }
+            state.next_record += 1;
+        }
+        if recorded {
+            sink.checkpoint(state, false)?;
+        }
+
+        if let Some(reason) = reason {
+            if !recorded && reason != StopReason::Interrupted {
+                record(dynamics, state, sink, schedule)?;
+            }
+            return Ok(reason);
+        }
+
+        // `observe` above re-evaluated at the same state, so the sensitivities are current.
+        dynamics.descent_step(&mut state.y, eta);
+        state.steps += 1;
+        if state.steps % 256 == 0 {
+            sink.progress(state);
+        }
+    }
+}
+
+/// Gradient flow: solver calls between output times, with event location for T1 and for
+/// the target loss.
+fn run_flow(
+    dynamics: &mut Dynamics,
+    schedule: &Schedule,
+    state: &mut RunState,
+    sink: &mut dyn Sink,
+    cancel: &AtomicBool,
+) -> Result<StopReason, Error> {
+    if state.steps == 0 && state.next_record == 0 {
+        dynamics.evaluate_train_forward(&state.y);
+        if dynamics.min_margin() > 0.0 {
+            state.t1 = Some(0.0);
+            state.at_t1 = Some(dynamics.observe(0.0, &state.y));
+        }
+    }
+
+    loop {
+        let record_due = state.next_record < schedule.record_times.len()
+            && state.t >= schedule.record_times[state.next_record];
+        if record_due {
+            let row = record(dynamics, state, sink, schedule)?;
+            state.next_record += 1;
+            sink.checkpoint(state, false)?;
+            if schedule
+                .target_loss
+                .is_some_and(|target| row.loss <= target)
+            {
+                return Ok(StopReason::TargetLoss);
+            }
+        }
+        if state.t >= schedule.t_end {
+            return Ok(StopReason::ReachedEnd);
+        }
+        if state.steps >= schedule.max_steps {
+            record(dynamics, state, sink, schedule)?;
+            return Ok(StopReason::StepLimit);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(StopReason::Interrupted);
+        }
+
+        let target_time = schedule.record_times[state.next_record];
+        let watch = EventWatch {
+            all_correct: state.t1.is_none(),
+            target_loss: schedule.target_loss,
+        };
+        let advance = advance_flow(
+            dynamics,
+            schedule.integrator,
+            schedule.tolerances,
+            watch,
+            &mut state.y,
+            state.t,
+            target_time,
+            state.step_hint,
+            schedule.max_steps - state.steps,
+        )
+        .map_err(|error| flow_error(error, dynamics, schedule))?;
+        add_counts(state, advance.counts);
+        state.t = advance.t;
+        state.step_hint = advance.step_hint;
+        sink.progress(state);
+        check_state_finite(state, schedule)?;
+
+        if !advance.event {
+            continue;
+        }
+        let (t_before, y_before) = advance
+            .previous
+            .expect("an event is checked only after an accepted step");
+        dynamics.evaluate_train_forward(&state.y);
+        let all_correct = state.t1.is_none() && dynamics.min_margin() > 0.0;
+        let low_loss = schedule
+            .target_loss
+            .is_some_and(|target| dynamics.train_eval.loss <= target);
+
+        if all_correct {
+            let condition = EventWatch {
+                all_correct: true,
+                target_loss: None,
+            };
+            let (t1, y1) = locate_event(
+                dynamics, schedule, state, condition, t_before, &y_before, state.t,
+            )?;
+            state.t1 = Some(t1);
+            state.at_t1 = Some(dynamics.observe(t1, &y1));
+        }
+        if low_loss {
+            let condition = EventWatch {
+                all_correct: false,
+                target_loss: schedule.target_loss,
+            };
+            let (t_star, y_star) = locate_event(
+                dynamics, schedule, state, condition, t_before, &y_before, state.t,
+            )?;
+            state.t = t_star;
+            state.y = y_star;
+            record(dynamics, state, sink, schedule)?;
+            return Ok(StopReason::TargetLoss);
+        }
+    }
+}
+
+fn add_counts(state: &mut RunState, counts: SolverCounts) {
+    state.counts.accepted_steps += counts.accepted_steps;
+    state.counts.rejected_steps += counts.rejected_steps;
+    state.steps += counts.accepted_steps + counts.rejected_steps;
+}
+
+fn check_state_finite(state: &RunState, schedule: &Schedule) -> Result<(), Error> {
+    if let Some(index) = state.y.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            quantity: format!("state entry {index}"),
+            time: state.t,
+            hint: non_finite_hint(schedule),
+        });
+    }
+    Ok(())
+}
+
+/// Reports a solver failure as a non-finite loss when that is its cause.
+fn flow_error(error: Error, dynamics: &Dynamics, schedule: &Schedule) -> Error {
+    match error {
+        Error::Integration { time, .. } if !dynamics.train_eval.loss.is_finite() => {
+            Error::NonFinite {
+                quantity: "training loss".to_string(),
+                time,
+                hint: non_finite_hint(schedule),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Integrates from `t_start` to `t_end`, in as many solver calls as needed, without events.
+fn integrate_to(
+    dynamics: &mut Dynamics,
+    schedule: &Schedule,
+    state: &mut RunState,
+    y: &mut Vec<f64>,
+    t_start: f64,
+    t_end: f64,
+) -> Result<(), Error> {
+    let mut t = t_start;
+    let mut hint = 0.0;
+    while t < t_end {
+        let advance = advance_flow(
+            dynamics,
+            schedule.integrator,
+            schedule.tolerances,
+            EventWatch::default(),
+            y,
+            t,
+            t_end,
+            hint,
+            u64::from(u32::MAX),
+        )?;
+        add_counts(state, advance.counts);
+        t = advance.t;
+        hint = advance.step_hint;
+    }
+    Ok(())
+}
+
+/// Finds, by bisection on re-integrated states, the first time in (t_a, t_b] at which
+/// `condition` holds, given that it fails at t_a (state `y_a`) and holds at t_b.
+///
+/// Stops when the bracket is narrower than 1e-12 relative to t_b; returns the right end of
+/// the bracket and its state.
+#[allow(clippy::too_many_arguments)]
+fn locate_event(
+    dynamics: &mut Dynamics,
+    schedule: &Schedule,
+    state: &mut RunState,
+    condition: EventWatch,
+    t_a: f64,
+    y_a: &[f64],
+    t_b: f64,
+) -> Result<(f64, Vec<f64>), Error> {
+    let (mut low, mut high) = (t_a, t_b);
+    let mut y_low = y_a.to_vec();
+    let mut y_high = state.y.clone();
+    for _ in 0..100 {
+        if high - low <= 1e-12 * high.abs().max(f64::MIN_POSITIVE) {
+            break;
+        }
+        let mid = 0.5 * (low + high);
+        let mut y_mid = y_low.clone();
+        integrate_to(dynamics, schedule, state, &mut y_mid, low, mid)?;
+        dynamics.evaluate_train_forward(&y_mid);
+        if condition.is_met(dynamics) {
+            high = mid;
+            y_high = y_mid;
+        } else {
+            low = mid;
+            y_low = y_mid;
+        }
+    }
+    Ok((high, y_high))
+}
