@@ -1,0 +1,246 @@
+//! End-to-end runs of the `attnflow` binary on tiny configs: output files, T1, stop reasons,
+//! and exact replay from exported .npz inputs.
+
+use std::path::Path;
+use std::process::Command;
+
+use attnflow::experiment::Summary;
+use attnflow::observables::{Observation, read_trajectory};
+
+const DESCENT: &str = r#"
+seed = 5
+[task]
+n = 12
+L = 4
+d = 17
+fillers = "sampled"
+n_test = 24
+[model]
+m = 9
+m1 = 7
+[init]
+scheme = "gaussian"
+sigma0 = 0.3
+sigma1 = 0.2
+[train]
+engine = "parameter"
+integrator = "gradient-descent"
+eta = 0.05
+max_steps = 400
+[record]
+grid = "linear"
+points = 40
+"#;
+
+fn flow_config() -> String {
+    DESCENT
+        .replace(
+            "integrator = \"gradient-descent\"",
+            "integrator = \"dopri5\"",
+        )
+        .replace(
+            "eta = 0.05\nmax_steps = 400",
+            "t_end = 200.0\ntarget_loss = 0.01",
+        )
+        .replace(
+            "grid = \"linear\"\npoints = 40",
+            "grid = \"log\"\npoints = 30\nt_first = 0.01",
+        )
+}
+
+fn run(dir: &Path, config: &str, extra: &[&str]) -> std::process::Output {
+    let path = dir.join("config-in.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = dir.join("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "attnflow run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn summary(dir: &Path) -> Summary {
+    let text = std::fs::read_to_string(dir.join("run/summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn trajectory(dir: &Path) -> Vec<Observation> {
+    read_trajectory(&dir.join("run/trajectory.csv")).unwrap()
+}
+
+#[test]
+fn descent_run_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(dir.path(), DESCENT, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("T1"), "{stdout}");
+    for file in [
+        "config.toml",
+        "trajectory.csv",
+        "summary.json",
+        "checkpoint.json",
+        "dataset.npz",
+        "init_weights.npz",
+    ] {
+        assert!(dir.path().join("run").join(file).exists(), "missing {file}");
+    }
+
+    let summary = summary(dir.path());
+    assert_eq!(summary.steps, 400);
+    assert!((summary.final_t - 20.0).abs() < 1e-12);
+    assert_eq!(summary.engine, "parameter");
+    assert_eq!(summary.integrator, "gradient-descent");
+    assert_eq!(summary.seed, 5);
+
+    // Records at t = 0, 0.5, ..., 20 (every 10 steps), the last one at t_end.
+    let rows = trajectory(dir.path());
+    assert_eq!(rows.len(), 41);
+    assert_eq!(rows.last().unwrap().t, 20.0);
+    assert!((rows.last().unwrap().loss - summary.final_loss).abs() < 1e-15);
+
+    // Under gradient descent T1 is a whole number of steps.
+    let t1 = summary
+        .t1
+        .expect("the tiny task is learned within 400 steps");
+    let steps = t1 / 0.05;
+    assert!(
+        (steps - steps.round()).abs() < 1e-9,
+        "T1 = {t1} is not on the step grid"
+    );
+    assert!(summary.at_t1.unwrap().min_margin > 0.0);
+}
+
+#[test]
+fn trajectory_header_lists_observables() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), DESCENT, &[]);
+    let text = std::fs::read_to_string(dir.path().join("run/trajectory.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    for column in [
+        "t",
+        "loss",
+        "test_loss",
+        "loss_I1",
+        "loss_I4",
+        "gsum_I1",
+        "gsum_I4",
+        "balance_I2_I3",
+        "R",
+        "gamma_1",
+        "gamma_2",
+        "gamma_3",
+        "beta",
+        "S_1_2",
+        "S_3_1",
+        "GV_1_3",
+        "min_margin",
+        "invariant_value",
+        "invariant_key_query",
+    ] {
+        assert!(header.contains(&column), "missing column {column}");
+    }
+}
+
+#[test]
+fn flow_locates_t1_between_records() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &flow_config(), &[]);
+    let summary = summary(dir.path());
+    let rows = trajectory(dir.path());
+    let t1 = summary.t1.expect("T1 is reached");
+    assert!(
+        rows.iter().all(|row| row.t != t1),
+        "T1 = {t1} fell on the output grid"
+    );
+
+    // Just after T1 every margin is positive and the smallest one is close to zero.
+    let at_t1 = summary.at_t1.unwrap();
+    assert!(at_t1.min_margin > 0.0);
+    assert!(
+        at_t1.min_margin < 1e-6,
+        "min margin at T1 = {}",
+        at_t1.min_margin
+    );
+    let before = rows.iter().rfind(|row| row.t < t1).unwrap();
+    assert!(before.min_margin <= 0.0);
+}
+
+#[test]
+fn flow_stops_at_target_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &flow_config(), &[]);
+    let summary = summary(dir.path());
+    assert_eq!(format!("{:?}", summary.stop_reason), "TargetLoss");
+    // The stop is located by bisection, so the final loss sits just below the target.
+    assert!(summary.final_loss <= 0.01);
+    assert!(
+        summary.final_loss > 0.01 * (1.0 - 1e-6),
+        "final loss {}",
+        summary.final_loss
+    );
+    let rows = trajectory(dir.path());
+    assert_eq!(rows.last().unwrap().t, summary.final_t);
+    assert!(
+        rows.windows(2).all(|w| w[1].loss <= w[0].loss),
+        "loss increased along the flow"
+    );
+}
+
+/// Exported inputs replayed through --dataset and --init-weights give the same run.
+#[test]
+fn replay_from_npz_is_exact() {
+    let first = tempfile::tempdir().unwrap();
+    run(first.path(), DESCENT, &[]);
+    let dataset = first.path().join("run/dataset.npz");
+    let weights = first.path().join("run/init_weights.npz");
+
+    let second = tempfile::tempdir().unwrap();
+    let other_seed = DESCENT.replace("seed = 5", "seed = 99");
+    run(
+        second.path(),
+        &other_seed,
+        &[
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--init-weights",
+            weights.to_str().unwrap(),
+        ],
+    );
+    let (a, b) = (trajectory(first.path()), trajectory(second.path()));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.loss, y.loss, "t = {}", x.t);
+        assert_eq!(x.test_loss, y.test_loss, "t = {}", x.t);
+        assert_eq!(x.s_1_2, y.s_1_2, "t = {}", x.t);
+    }
+}
+
+/// The reduced engine, started from the same weights, reproduces the parameter engine's
+/// gradient-descent run to rounding error.
+#[test]
+fn engines_agree_end_to_end() {
+    let first = tempfile::tempdir().unwrap();
+    run(first.path(), DESCENT, &[]);
+    let second = tempfile::tempdir().unwrap();
+    run(second.path(), DESCENT, &["--engine", "reduced"]);
+    let (a, b) = (trajectory(first.path()), trajectory(second.path()));
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-9 * x.loss,
+            "t = {}: {} vs {}",
+            x.t,
+            x.loss,
+            y.loss
+        );
+        assert!((x.gamma_1 - y.gamma_1).abs() <= 1e-8 * x.gamma_1.abs().max(1e-3));
+    }
+}
