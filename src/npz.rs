@@ -243,7 +243,7 @@ pub fn read_weights(path: &Path, vocab_size: usize) -> Result<Params, Error> {
     Ok(params)
 }
 
-/// Writes weights in the paper's shapes, float64.
+/// Writes weights as float64 arrays with the shapes of the file format above.
 pub fn write_weights(path: &Path, params: &Params) -> Result<(), Error> {
     let file = crate::output::AtomicFile::create(path)?;
     let mut writer = NpzWriter::new(BufWriter::new(file.handle()?));

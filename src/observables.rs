@@ -1,8 +1,9 @@
 //! The quantities recorded at each output time: one row of `trajectory.csv`.
 //!
-//! Token indices in column names are 1-based like the paper's mu1, mu2, mu3: `gamma_1` is the
-//! readout of target 1 (id 0), `S_2_1` is S[target 2, target 1] with row = key and column =
-//! query, and index 3 is the common token (id 2).
+//! Token indices in column names are 1-based, matching the names mu1, mu2, mu3 of the special
+//! tokens in the literature: `gamma_1` is the readout of target 1 (id 0), `S_2_1` is
+//! S[target 2, target 1] with row = key and column = query, and index 3 is the common token
+//! (id 2).
 
 use serde::{Deserialize, Serialize};
 

@@ -7,8 +7,8 @@
 //! - `dataset.npz`, `init_weights.npz`: the exact inputs, for replay in other tools.
 //!
 //! Whole files are written to a temporary name and renamed into place. The trajectory is
-//! appended row by row and flushed after each row; on resume it is cut back to the rows the
-//! checkpoint knows about.
+//! appended row by row and flushed after each row; on resume it is cut back to the rows that
+//! the checkpoint counts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

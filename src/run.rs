@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::integrator::{EventWatch, IntegratorKind, SolverCounts, Tolerances, advance_flow};
 use crate::observables::Observation;
 
-/// Why a run ended. None of these is an error.
+/// Reason a run ended. None of these is an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {

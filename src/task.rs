@@ -1,8 +1,10 @@
 //! The word co-occurrence task: vocabulary, samples, groups and the two filler modes.
 //!
-//! Token ids are 0-based. Ids 0 and 1 are the two target words (the paper's mu1, mu2), id 2 is
-//! the common token (mu3) that every sequence contains, and ids 3.. are filler tokens. A
-//! sequence is labelled +1 exactly when it contains both targets.
+//! Token ids are 0-based. Ids 0 and 1 are the two target words, id 2 is the common token that
+//! every sequence contains, and ids 3.. are filler tokens. A sequence is labelled +1 exactly
+//! when it contains both targets. Yang, Kailkhura, Wang and Liang ("Training Dynamics of
+//! Transformers to Recognize Word Co-occurrence via Gradient Flow Analysis", NeurIPS 2024)
+//! call the three special tokens mu1, mu2 and mu3.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -10,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// Id of the first target word (the paper's mu1).
+/// Id of the first target word (mu1).
 pub const TARGET_1: usize = 0;
-/// Id of the second target word (the paper's mu2).
+/// Id of the second target word (mu2).
 pub const TARGET_2: usize = 1;
-/// Id of the common token (the paper's mu3), present in every sequence.
+/// Id of the common token (mu3), present in every sequence.
 pub const COMMON: usize = 2;
 /// Id of the first filler token.
 pub const FIRST_FILLER: usize = 3;
@@ -67,7 +69,7 @@ impl Group {
     }
 }
 
-/// How filler positions are filled.
+/// Rule for filling the filler positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FillerMode {
@@ -223,7 +225,7 @@ pub struct TaskSpec {
 impl TaskSpec {
     /// Checks sizes and returns the vocabulary size the generator will use.
     ///
-    /// In `distinct` mode the vocabulary holds the training fillers and then the test
+    /// In `distinct` mode the vocabulary contains the training fillers and then the test
     /// fillers, so it is `distinct_vocab_size(n, L) + filler_occurrences(n_test, L)`.
     pub fn resolved_vocab_size(&self) -> Result<usize, Error> {
         if self.seq_len < 3 {

@@ -94,6 +94,15 @@ fn reduced_sensitivities_match_finite_differences() {
             rho[k]
         );
     }
+    // Each attention row sums to one, so sum_h p_{l,h} (G_h - gbar_l) = 0 and every column
+    // of Delta (fixed query token) sums to zero.
+    for query in 0..d {
+        let column: f64 = delta.column(query).sum();
+        assert!(
+            column.abs() <= 1e-14,
+            "column {query} of Delta sums to {column}"
+        );
+    }
     let s_offset = d + 1 + d * d;
     for key in 0..d {
         for query in 0..d {

@@ -256,7 +256,7 @@ impl Engine for ReducedEngine {
             }
         }
 
-        // S gains eta^2 Delta S^T Delta; `second` holds its transpose.
+        // S gains eta^2 Delta S^T Delta, and `second` contains its transpose.
         self.second_order(sens, SecondOrder::Score);
         transpose_into(&self.scratch.second, &mut self.scratch.transposed, d);
         axpy(
@@ -301,7 +301,7 @@ impl Engine for ReducedEngine {
     }
 }
 
-/// Which second-order product of a gradient-descent step to form.
+/// Second-order product of a gradient-descent step.
 #[derive(Clone, Copy)]
 enum SecondOrder {
     /// (Delta S^T Delta)^T.
