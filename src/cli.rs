@@ -15,6 +15,7 @@ use crate::integrator::IntegratorKind;
 use crate::npz;
 use crate::output;
 use crate::run::StopReason;
+use crate::sweep::command::{MergeArgs, SweepArgs, merge_command, sweep_command};
 
 /// Exact training dynamics of a one-layer transformer on the word co-occurrence task.
 ///
@@ -34,6 +35,10 @@ pub enum Command {
     Run(RunArgs),
     /// Write the dataset and initial weights of a config as .npz files, without training.
     Init(InitArgs),
+    /// Run a grid or list of configs in parallel, one folder each, plus runs.csv.
+    Sweep(SweepArgs),
+    /// Join the runs.csv of the shards of one sweep.
+    Merge(MergeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +105,8 @@ pub fn main() -> Result<i32> {
     match cli.command {
         Command::Run(args) => run_command(args),
         Command::Init(args) => init_command(args),
+        Command::Sweep(args) => sweep_command(args),
+        Command::Merge(args) => merge_command(args),
     }
 }
 

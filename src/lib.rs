@@ -20,6 +20,7 @@ pub mod npz;
 pub mod observables;
 pub mod output;
 pub mod run;
+pub mod sweep;
 pub mod task;
 pub mod wishart;
 

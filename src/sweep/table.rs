@@ -1,0 +1,225 @@
+//! `runs.csv`: one row per finished run, built from the run folders, and the merge of
+//! several sweep folders (the shards of one sweep) into one table.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::experiment::Summary;
+use crate::observables::read_trajectory;
+use crate::output;
+use crate::run::StopReason;
+use crate::sweep::measures::measure_run;
+use crate::sweep::plan::{PlanEntry, PlanFile};
+
+pub const RUNS_TABLE: &str = "runs.csv";
+pub const PLAN: &str = "plan.json";
+pub const RUNS_FOLDER: &str = "runs";
+/// Written into a run folder when the run fails, with the error message.
+pub const ERROR_FILE: &str = "error.txt";
+
+/// One row of `runs.csv`. Empty cells (pandas reads them as NaN) mark values that do not
+/// exist, such as T1 for a run that never classified every sample correctly.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    /// Folder name under `runs/`.
+    pub run: String,
+    pub seed: u64,
+    pub n: usize,
+    #[serde(rename = "L")]
+    pub seq_len: usize,
+    pub d: usize,
+    pub m: u64,
+    pub m1: u64,
+    pub engine: String,
+    pub integrator: String,
+    pub init_scheme: String,
+    pub c0: Option<f64>,
+    pub c1: Option<f64>,
+    pub sigma0: f64,
+    pub sigma1: f64,
+    pub stop_reason: String,
+    pub t1: Option<f64>,
+    pub final_t: f64,
+    pub final_loss: f64,
+    pub final_test_loss: f64,
+    pub steps: u64,
+    pub wall_seconds: f64,
+    /// beta at t = 0.
+    pub beta0: f64,
+    /// beta(0) + m1 sigma0^2 m.
+    pub kappa: f64,
+    pub t1_kappa: Option<f64>,
+    /// Slope of 1/loss against t over the trajectory rows after T1.
+    pub c: Option<f64>,
+    /// R^2 of that fit.
+    pub c_r2: Option<f64>,
+    /// Number of trajectory rows in that fit.
+    pub c_points: Option<usize>,
+    /// c / beta(0).
+    pub c_over_beta: Option<f64>,
+}
+
+/// Reads the summary of the run in `folder`, returning it only if the run finished (was not
+/// interrupted) under the config with hash `config_hash`.
+pub fn finished_summary(folder: &Path, config_hash: &str) -> Option<Summary> {
+    let path = folder.join(output::SUMMARY);
+    if !path.exists() {
+        return None;
+    }
+    let summary: Summary = output::read_json(&path).ok()?;
+    let finished =
+        summary.config_hash == config_hash && summary.stop_reason != StopReason::Interrupted;
+    finished.then_some(summary)
+}
+
+/// Builds the row of a finished run from its folder.
+pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, Error> {
+    let config = Config::from_file(&folder.join(output::CONFIG))?;
+    let trajectory = read_trajectory(&folder.join(output::TRAJECTORY))?;
+    let measures = measure_run(summary, &trajectory);
+    let stop_reason = serde_json::to_value(summary.stop_reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+
+    Ok(RunRow {
+        run: name.to_string(),
+        seed: summary.seed,
+        n: summary.n,
+        seq_len: summary.seq_len,
+        d: summary.d,
+        m: summary.m,
+        m1: summary.m1,
+        engine: summary.engine.clone(),
+        integrator: summary.integrator.clone(),
+        init_scheme: summary.init.scheme.clone(),
+        c0: config.init.c0,
+        c1: config.init.c1,
+        sigma0: summary.init.sigma0,
+        sigma1: summary.init.sigma1,
+        stop_reason,
+        t1: summary.t1,
+        final_t: summary.final_t,
+        final_loss: summary.final_loss,
+        final_test_loss: summary.final_test_loss,
+        steps: summary.steps,
+        wall_seconds: summary.wall_seconds,
+        beta0: measures.beta0,
+        kappa: measures.kappa,
+        t1_kappa: measures.t1_kappa,
+        c: measures.loss_law.map(|fit| fit.slope),
+        c_r2: measures.loss_law.map(|fit| fit.r2),
+        c_points: measures.loss_law.map(|fit| fit.points),
+        c_over_beta: measures.c_over_beta(),
+    })
+}
+
+/// Rows of the finished runs among `entries`, looked up in each of `dirs` in turn (the
+/// first folder with a finished run wins), in plan order. Also returns the names of the
+/// runs that no folder has finished.
+pub fn collect_rows(
+    dirs: &[PathBuf],
+    entries: &[PlanEntry],
+) -> Result<(Vec<RunRow>, Vec<String>), Error> {
+    let mut rows = Vec::new();
+    let mut missing = Vec::new();
+    for entry in entries {
+        let found = dirs.iter().find_map(|dir| {
+            let folder = dir.join(RUNS_FOLDER).join(&entry.name);
+            finished_summary(&folder, &entry.config_hash).map(|summary| (folder, summary))
+        });
+        match found {
+            Some((folder, summary)) => rows.push(read_row(&folder, &entry.name, &summary)?),
+            None => missing.push(entry.name.clone()),
+        }
+    }
+    Ok((rows, missing))
+}
+
+/// Writes `rows` to `path` as CSV with a header, atomically.
+pub fn write_table(path: &Path, rows: &[RunRow]) -> Result<(), Error> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    writer
+        .write_record(header())
+        .map_err(|e| Error::invalid_data(format!("failed to format {}: {e}", path.display())))?;
+    for row in rows {
+        writer.serialize(row).map_err(|e| {
+            Error::invalid_data(format!("failed to format {}: {e}", path.display()))
+        })?;
+    }
+    let bytes = writer.into_inner().expect("writing to memory cannot fail");
+    output::write_atomic(path, &bytes)
+}
+
+/// Reads a `runs.csv`.
+pub fn read_table(path: &Path) -> Result<Vec<RunRow>, Error> {
+    let failed =
+        |e: csv::Error| Error::invalid_data(format!("failed to read {}: {e}", path.display()));
+    let mut reader = csv::Reader::from_path(path).map_err(failed)?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<RunRow>, _>>()
+        .map_err(failed)
+}
+
+/// Column names of `runs.csv`.
+fn header() -> Vec<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .serialize(RunRow::default())
+        .expect("a row always serializes");
+    let text = String::from_utf8(writer.into_inner().expect("in memory")).expect("utf-8");
+    let line = text.lines().next().expect("header line");
+    line.split(',').map(str::to_string).collect()
+}
+
+/// Reads the `plan.json` of a sweep folder.
+pub fn read_plan(dir: &Path) -> Result<PlanFile, Error> {
+    let path = dir.join(PLAN);
+    if !path.exists() {
+        return Err(Error::config(format!(
+            "{} is missing; {} is not a folder written by `attnflow sweep`",
+            path.display(),
+            dir.display()
+        )));
+    }
+    output::read_json(&path)
+}
+
+/// Result of [`merge`].
+#[derive(Clone, Debug)]
+pub struct MergeReport {
+    pub rows: Vec<RunRow>,
+    /// Runs of the sweep that no input folder has finished.
+    pub missing: Vec<String>,
+}
+
+/// Merges the sweep folders `dirs` (the shards of one sweep) into `out/runs.csv`, with the
+/// rows in sweep order, and copies the plan to `out/plan.json`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport, Error> {
+    let Some(first) = dirs.first() else {
+        return Err(Error::config("merge needs at least one sweep folder"));
+    };
+    let plan = read_plan(first)?;
+    for dir in &dirs[1..] {
+        if read_plan(dir)? != plan {
+            return Err(Error::config(format!(
+                "{} and {} come from different sweeps (their {PLAN} differ); merge only the \
+                 shards of one sweep",
+                first.display(),
+                dir.display()
+            )));
+        }
+    }
+
+    let (rows, missing) = collect_rows(dirs, &plan.runs)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    output::write_json(&out.join(PLAN), &plan)?;
+    write_table(&out.join(RUNS_TABLE), &rows)?;
+    Ok(MergeReport { rows, missing })
+}

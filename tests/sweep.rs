@@ -1,0 +1,235 @@
+//! Sweeps end to end on tiny configs: sharding, merging and resuming.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+use attnflow::experiment::{RunOptions, execute};
+use attnflow::run::StopReason;
+use attnflow::sweep::{
+    PlannedRun, RunRow, Shard, SweepOptions, SweepSpec, merge, read_table, run_sweep,
+};
+
+/// Six runs of a few milliseconds each: 3 seeds x 2 widths, reduced engine from a Wishart
+/// draw, all dimensions different (n = 12, L = 3, m in {24, 40}, m1 = 5).
+const SWEEP: &str = r#"
+    [base]
+    seed = 0
+    [base.task]
+    n = 12
+    L = 3
+    fillers = "distinct"
+    n_test = 6
+    [base.model]
+    m = 24
+    m1 = 5
+    [base.init]
+    scheme = "theory"
+    c0 = 0.5
+    c1 = 0.5
+    reduced_from = "wishart"
+    [base.train]
+    engine = "reduced"
+    integrator = "dopri5"
+    t_end = 1e4
+    target_loss = 0.05
+    [base.record]
+    grid = "log"
+    points = 40
+    t_first = 1e-3
+
+    [grid]
+    seed = [0, 1, 2]
+    "model.m" = [24, 40]
+"#;
+
+fn planned_runs() -> Vec<PlannedRun> {
+    SweepSpec::from_toml(SWEEP, Path::new("."))
+        .expect("the test sweep parses")
+        .runs()
+        .expect("the test sweep expands")
+}
+
+fn options(shard: Shard) -> SweepOptions {
+    SweepOptions {
+        shard,
+        jobs: 2,
+        progress: false,
+        save_inputs: false,
+    }
+}
+
+fn sweep_into(dir: &Path, shard: Shard) -> attnflow::sweep::SweepReport {
+    run_sweep(
+        &planned_runs(),
+        dir,
+        &options(shard),
+        &AtomicBool::new(false),
+    )
+    .expect("the sweep runs")
+}
+
+fn run_folders(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir.join("runs"))
+        .expect("runs folder exists")
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Rows with the wall-clock time cleared, the only value that differs between reruns.
+fn comparable(rows: Vec<RunRow>) -> Vec<RunRow> {
+    rows.into_iter()
+        .map(|row| RunRow {
+            wall_seconds: 0.0,
+            ..row
+        })
+        .collect()
+}
+
+fn summary_times(dir: &Path, names: &BTreeSet<String>) -> Vec<SystemTime> {
+    names
+        .iter()
+        .map(|name| {
+            let path: PathBuf = dir.join("runs").join(name).join("summary.json");
+            std::fs::metadata(&path).unwrap().modified().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn sweep_table_has_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = sweep_into(dir.path(), Shard::ALL);
+    assert_eq!(report.finished, 6);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    let rows = read_table(&dir.path().join("runs.csv")).unwrap();
+    let names: Vec<&str> = rows.iter().map(|row| row.run.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "m=24_seed=0",
+            "m=24_seed=1",
+            "m=24_seed=2",
+            "m=40_seed=0",
+            "m=40_seed=1",
+            "m=40_seed=2"
+        ]
+    );
+    for row in &rows {
+        assert_eq!(row.stop_reason, "target-loss", "{}", row.run);
+        assert_eq!((row.n, row.seq_len, row.m1), (12, 3, 5));
+        let kappa = row.beta0 + row.m1 as f64 * row.sigma0 * row.sigma0 * row.m as f64;
+        assert!((row.kappa - kappa).abs() <= 1e-12 * kappa, "{}", row.run);
+        let t1 = row.t1.expect("T1 is reached");
+        assert!((row.t1_kappa.unwrap() - t1 * kappa).abs() <= 1e-12 * t1 * kappa);
+        assert!(row.c.unwrap() > 0.0, "{}", row.run);
+        assert!(row.c_r2.unwrap() > 0.5, "{}: {:?}", row.run, row.c_r2);
+    }
+    assert_eq!(rows[3].m, 40);
+    assert_eq!(rows[3].seed, 0);
+}
+
+#[test]
+fn shards_disjoint_and_merge_matches_unsharded() {
+    let whole = tempfile::tempdir().unwrap();
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let merged = tempfile::tempdir().unwrap();
+    let merged_reversed = tempfile::tempdir().unwrap();
+
+    sweep_into(whole.path(), Shard::ALL);
+    let report_first = sweep_into(first.path(), Shard::new(1, 2).unwrap());
+    let report_second = sweep_into(second.path(), Shard::new(2, 2).unwrap());
+    assert_eq!((report_first.selected, report_second.selected), (3, 3));
+
+    let folders_first = run_folders(first.path());
+    let folders_second = run_folders(second.path());
+    assert!(folders_first.is_disjoint(&folders_second));
+    let union: BTreeSet<String> = folders_first.union(&folders_second).cloned().collect();
+    assert_eq!(union, run_folders(whole.path()));
+
+    let dirs = [first.path().to_path_buf(), second.path().to_path_buf()];
+    let report = merge(&dirs, merged.path()).unwrap();
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    let reversed = [dirs[1].clone(), dirs[0].clone()];
+    merge(&reversed, merged_reversed.path()).unwrap();
+
+    let expected = comparable(read_table(&whole.path().join("runs.csv")).unwrap());
+    let rows = comparable(read_table(&merged.path().join("runs.csv")).unwrap());
+    let rows_reversed = comparable(read_table(&merged_reversed.path().join("runs.csv")).unwrap());
+    assert_eq!(rows, expected);
+    assert_eq!(rows_reversed, expected);
+}
+
+#[test]
+fn merge_reports_missing_shard() {
+    let first = tempfile::tempdir().unwrap();
+    let merged = tempfile::tempdir().unwrap();
+    sweep_into(first.path(), Shard::new(1, 3).unwrap());
+
+    let report = merge(&[first.path().to_path_buf()], merged.path()).unwrap();
+    assert_eq!(report.rows.len(), 2);
+    assert_eq!(report.missing.len(), 4);
+}
+
+#[test]
+fn resume_finishes_without_recomputing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = planned_runs();
+
+    // A first invocation that got through one shard only.
+    sweep_into(dir.path(), Shard::new(1, 2).unwrap());
+    let done = run_folders(dir.path());
+    let times_before = summary_times(dir.path(), &done);
+
+    // One run of the other shard interrupted at its start, as Ctrl-C leaves it.
+    let interrupted = runs.iter().find(|run| !done.contains(&run.name)).unwrap();
+    let folder = dir.path().join("runs").join(&interrupted.name);
+    let summary = execute(
+        &interrupted.config,
+        &folder,
+        &RunOptions::default(),
+        &AtomicBool::new(true),
+    )
+    .unwrap();
+    assert_eq!(summary.stop_reason, StopReason::Interrupted);
+
+    // A cancelled invocation starts nothing and keeps the finished rows.
+    let cancelled = run_sweep(
+        &runs,
+        dir.path(),
+        &options(Shard::ALL),
+        &AtomicBool::new(true),
+    )
+    .unwrap();
+    assert_eq!(cancelled.not_started, 3);
+    assert_eq!(cancelled.rows, 3);
+
+    let report = sweep_into(dir.path(), Shard::ALL);
+    assert_eq!(report.already_done, 3);
+    assert_eq!(report.finished, 3);
+    assert_eq!(report.resumed, 1);
+    assert_eq!(report.rows, 6);
+    assert_eq!(summary_times(dir.path(), &done), times_before);
+
+    let again = sweep_into(dir.path(), Shard::ALL);
+    assert_eq!(again.already_done, 6);
+    assert_eq!(again.finished, 0);
+}
+
+#[test]
+fn changed_config_reruns_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = planned_runs();
+    runs.truncate(2);
+    let never = AtomicBool::new(false);
+    run_sweep(&runs, dir.path(), &options(Shard::ALL), &never).unwrap();
+
+    runs[1].config.train.target_loss = Some(0.1);
+    let report = run_sweep(&runs, dir.path(), &options(Shard::ALL), &never).unwrap();
+    assert_eq!(report.already_done, 1);
+    assert_eq!(report.finished, 1);
+    assert_eq!(report.resumed, 0);
+}
