@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
@@ -232,4 +233,86 @@ fn changed_config_reruns_run() {
     assert_eq!(report.already_done, 1);
     assert_eq!(report.finished, 1);
     assert_eq!(report.resumed, 0);
+}
+
+#[test]
+fn failed_run_is_reported_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = planned_runs();
+    runs.truncate(2);
+    // Gradient descent with a huge step overflows the loss: a failure, not a stop.
+    let config = &mut runs[1].config;
+    config.train.integrator = attnflow::integrator::IntegratorKind::GradientDescent;
+    config.train.eta = Some(1e6);
+    config.train.t_end = Some(1e8);
+    let never = AtomicBool::new(false);
+
+    let report = run_sweep(&runs, dir.path(), &options(Shard::ALL), &never).unwrap();
+    assert_eq!(report.finished, 1);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, runs[1].name);
+    assert_eq!(report.rows, 1);
+    let error_file = dir
+        .path()
+        .join("runs")
+        .join(&runs[1].name)
+        .join("error.txt");
+    let message = std::fs::read_to_string(&error_file).unwrap();
+    assert!(message.contains("non-finite"), "{message}");
+
+    let again = run_sweep(&runs, dir.path(), &options(Shard::ALL), &never).unwrap();
+    assert_eq!(again.already_done, 1);
+    assert_eq!(again.failed.len(), 1);
+}
+
+fn attnflow(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .args(args)
+        .output()
+        .expect("the binary starts");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn cli_shards_then_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep_file = dir.path().join("sweep.toml");
+    std::fs::write(&sweep_file, SWEEP).unwrap();
+    let sweep = sweep_file.to_str().unwrap();
+    let shard_dirs: Vec<String> = (1..=2)
+        .map(|k| {
+            dir.path()
+                .join(format!("shard{k}"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+
+    for (k, out) in shard_dirs.iter().enumerate() {
+        let shard = format!("{}/2", k + 1);
+        let (code, text) = attnflow(&[
+            "sweep", sweep, "--out", out, "--shard", &shard, "--jobs", "1",
+        ]);
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("3 finished now"), "{text}");
+    }
+
+    let merged = dir.path().join("merged").to_string_lossy().into_owned();
+    let (code, text) = attnflow(&["merge", &shard_dirs[0], "--out", &merged]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("3 runs of the sweep have no finished result"),
+        "{text}"
+    );
+
+    let (code, text) = attnflow(&["merge", &shard_dirs[0], &shard_dirs[1], "--out", &merged]);
+    assert_eq!(code, 0, "{text}");
+    let rows = read_table(&Path::new(&merged).join("runs.csv")).unwrap();
+    assert_eq!(rows.len(), 6);
+
+    let (code, text) = attnflow(&["sweep", sweep, "--out", &merged, "--shard", "3/2"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("shard 3/2 is invalid"), "{text}");
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::error::Error;
 use crate::sweep::{Shard, SweepOptions, SweepSpec, merge, run_sweep};
 
 #[derive(Args, Debug)]
@@ -23,7 +24,7 @@ pub struct SweepArgs {
 
     /// Run only the K-th of N disjoint slices (runs with index mod N = K - 1), e.g. 2/8
     /// for a job array.
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
 
     /// Runs at once, each on one thread; defaults to the number of cores.
@@ -48,6 +49,14 @@ pub struct MergeArgs {
     /// Folder for the merged runs.csv and plan.json.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Parses `--shard K/N`, with the error message free of the configuration-error prefix.
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    text.parse().map_err(|error| match error {
+        Error::Config(message) => message,
+        other => other.to_string(),
+    })
 }
 
 /// Runs `attnflow sweep`; returns 130 when interrupted and 1 when a run failed.
