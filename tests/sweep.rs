@@ -316,3 +316,52 @@ fn cli_shards_then_merges() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("shard 3/2 is invalid"), "{text}");
 }
+
+#[test]
+fn width_scaling_preset_expands() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/width-scaling.toml");
+    let runs = SweepSpec::from_file(&path).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 15 * 8);
+
+    let widths: BTreeSet<u64> = runs.iter().map(|run| run.config.model.m).collect();
+    assert_eq!(widths.first(), Some(&(1 << 6)));
+    assert_eq!(widths.last(), Some(&(1 << 20)));
+    for run in &runs {
+        let config = &run.config;
+        let seq_len = config.task.seq_len as u64;
+        assert!(config.task.n as u64 >= seq_len * seq_len, "{}", run.name);
+        assert!(
+            config.model.m >= config.model.m1.max(seq_len * seq_len),
+            "{}",
+            run.name
+        );
+        let c0c1 = config.init.c0.unwrap() * config.init.c1.unwrap();
+        assert!(c0c1 <= 0.01 + 1e-15, "{}", run.name);
+    }
+}
+
+#[test]
+fn base_path_is_relative_to_sweep_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_start = SWEEP.find("[base]").unwrap();
+    let grid_start = SWEEP.find("[grid]").unwrap();
+    let base = SWEEP[base_start..grid_start]
+        .replace("[base.", "[")
+        .replace("[base]\n", "");
+    std::fs::create_dir(dir.path().join("configs")).unwrap();
+    std::fs::write(dir.path().join("configs/tiny.toml"), base).unwrap();
+    let sweep_file = dir.path().join("sweep.toml");
+    std::fs::write(
+        &sweep_file,
+        format!("base = \"configs/tiny.toml\"\n{}", &SWEEP[grid_start..]),
+    )
+    .unwrap();
+
+    let from_path = SweepSpec::from_file(&sweep_file).unwrap().runs().unwrap();
+    let inline = planned_runs();
+    assert_eq!(from_path.len(), inline.len());
+    for (a, b) in from_path.iter().zip(&inline) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.config_hash(), b.config_hash());
+    }
+}
