@@ -38,6 +38,10 @@ pub struct SweepArgs {
     /// Never show the progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
+
+    /// Print the index and folder name of each run of the shard, and run nothing.
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +67,13 @@ fn parse_shard(text: &str) -> Result<Shard, String> {
 pub fn sweep_command(args: SweepArgs) -> Result<i32> {
     let spec = SweepSpec::from_file(&args.sweep)?;
     let runs = spec.runs()?;
+    let shard = args.shard.unwrap_or(Shard::ALL);
+    if args.list {
+        for run in runs.iter().filter(|run| shard.contains(run.index)) {
+            println!("{}\t{}", run.index, run.name);
+        }
+        return Ok(0);
+    }
     let jobs = match args.jobs {
         Some(0) => anyhow::bail!("--jobs 0 is invalid; pass at least 1"),
         Some(jobs) => jobs,
@@ -81,7 +92,7 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
     .context("failed to install the Ctrl-C handler")?;
 
     let options = SweepOptions {
-        shard: args.shard.unwrap_or(Shard::ALL),
+        shard,
         jobs,
         progress: !args.quiet && std::io::stderr().is_terminal(),
         save_inputs: args.save_inputs,

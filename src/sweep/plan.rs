@@ -127,6 +127,16 @@ impl SweepSpec {
             }
             None => Vec::new(),
         };
+        for (position, entry) in list.iter().enumerate() {
+            if let Some((path, _)) = entry
+                .iter()
+                .find(|(path, _)| grid.iter().any(|g| &g.0 == path))
+            {
+                return Err(Error::config(format!(
+                    "runs[{position}] sets {path}, which the grid varies too; set it in one place"
+                )));
+            }
+        }
         Ok(SweepSpec {
             base,
             base_dir,
@@ -180,7 +190,6 @@ impl SweepSpec {
                 .flat_map(|partial| {
                     values.iter().map(move |value| {
                         let mut next = partial.clone();
-                        next.retain(|(p, _)| p != path);
                         next.push((path.clone(), value.clone()));
                         next
                     })
@@ -449,6 +458,16 @@ mod tests {
         );
         assert_eq!(runs[1].config.task.seq_len, 4);
         assert_eq!(runs[3].config.task.seq_len, 3);
+    }
+
+    #[test]
+    fn key_in_grid_and_list_rejected() {
+        let text = "[grid]\nseed = [0, 1]\n[[runs]]\nseed = 3\n";
+        let err = spec(text).unwrap_err().to_string();
+        assert!(
+            err.contains("runs[0] sets seed, which the grid varies too"),
+            "{err}"
+        );
     }
 
     #[test]
