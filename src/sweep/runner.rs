@@ -1,6 +1,7 @@
 //! Runs the planned runs of one shard in parallel, skipping finished ones and resuming
 //! partial ones, then writes `runs.csv`.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -121,7 +122,15 @@ pub fn run_sweep(
         selected.par_iter().with_max_len(1).for_each(|run| {
             let folder = runs_dir.join(&run.name);
             tracker.start();
-            let outcome = run_one(run, &folder, options.save_inputs, cancel);
+            // A panic in one run (a bug) fails that run only, so the others still finish.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                run_one(run, &folder, options.save_inputs, cancel)
+            }))
+            .unwrap_or_else(|panic| {
+                let message = panic_message(panic.as_ref());
+                log::error!("run {} panicked: {message}", run.name);
+                Outcome::Failed(format!("panicked: {message}"))
+            });
             tracker.finish(&outcome);
             report
                 .lock()
@@ -196,6 +205,16 @@ fn run_one(run: &PlannedRun, folder: &Path, save_inputs: bool, cancel: &AtomicBo
             }
             Outcome::Failed(message)
         }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic payload".to_string()
     }
 }
 
