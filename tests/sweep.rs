@@ -365,3 +365,27 @@ fn base_path_is_relative_to_sweep_file() {
         assert_eq!(a.config_hash(), b.config_hash());
     }
 }
+
+#[test]
+fn cancel_mid_sweep_keeps_finished_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = planned_runs();
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&cancel);
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+
+    // Wherever the cancel lands, the counts must add up and every finished run is listed.
+    let first = run_sweep(&runs, dir.path(), &options(Shard::ALL), &cancel).unwrap();
+    timer.join().unwrap();
+    assert_eq!(first.finished + first.interrupted + first.not_started, 6);
+    assert_eq!(first.rows, first.finished);
+
+    let second = sweep_into(dir.path(), Shard::ALL);
+    assert_eq!(second.already_done, first.finished);
+    assert_eq!(second.finished, 6 - first.finished);
+    assert_eq!(second.resumed, first.interrupted);
+    assert_eq!(second.rows, 6);
+}
