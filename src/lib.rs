@@ -21,6 +21,7 @@ pub mod observables;
 pub mod output;
 pub mod run;
 pub mod task;
+pub mod theory;
 pub mod wishart;
 
 pub use error::Error;
