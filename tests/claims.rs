@@ -162,9 +162,37 @@ fn baseline_tracks_phase_one() {
     assert_eq!(baseline[0][4], run[0].gamma_3);
     for (row, prediction) in run.iter().zip(&baseline) {
         if row.t <= t1 {
-            // Until T1 the loss falls from ln 2 to about 0.46; a gap of 0.03 is a seventh
-            // of that fall, small enough to fail if the baseline drifted to leading order.
+            // Until T1 the loss falls from ln 2 to about 0.46. A gap of 0.03, a seventh of
+            // that fall, would be exceeded if the two disagreed at leading order.
             assert!((row.loss - prediction[1]).abs() < 0.03, "t = {}", row.t);
         }
     }
+}
+
+/// A run stopped long before T1 gets verdicts only for the claims about t = 0 and the end.
+#[test]
+fn early_stop_is_not_applicable() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut config = theory_config(5, 36, 4, 8);
+    config.train.t_end = Some(1e-6);
+    config.record.t_first = Some(1e-9);
+    execute(
+        &config,
+        dir.path(),
+        &RunOptions::default(),
+        &AtomicBool::new(false),
+    )
+    .expect("the run finishes");
+    let report = check_run(dir.path()).expect("the check finishes");
+
+    assert_eq!(report.t1, None);
+    assert!(report.loss_law.is_none());
+    assert_eq!(report.claim(1).expect("reported").verdict, Verdict::Holds);
+    for id in 2..=11 {
+        let claim = report.claim(id).expect("reported");
+        assert_eq!(claim.verdict, Verdict::NotApplicable, "claim {id}");
+        assert!(claim.measured.is_nan(), "claim {id}");
+    }
+    let text = std::fs::read_to_string(dir.path().join("predictions.csv")).expect("written");
+    assert!(text.lines().nth(1).expect("a row").ends_with("NaN"));
 }

@@ -31,7 +31,7 @@ pub fn r_star(row: &Observation) -> f64 {
     }
 }
 
-/// Whether the group sums of a row are in the predicted order
+/// Tests whether the group sums of a row are in the predicted order
 /// g(I4) <= min(g(I2), g(I3)) <= max(g(I2), g(I3)) <= g(I1) <= g(I2 u I3 u I4).
 pub fn is_ordered(row: &Observation) -> bool {
     let (g1, g2, g3, g4) = (row.gsum_i1, row.gsum_i2, row.gsum_i3, row.gsum_i4);

@@ -33,7 +33,7 @@ pub const SPEED_RTOL: f64 = 0.1;
 pub const COMMON_SPEED_FRACTION: f64 = 0.1;
 
 /// Smallest |gamma_k| that counts as order one (claims 3 and 7): ten times the initial
-/// output scale c0 c1 = 0.01 that the theory initialization asks for.
+/// output scale c0 c1 = 0.01 that the theory initialization requires.
 pub const READOUT_ORDER_ONE: f64 = 0.1;
 
 /// Smallest loss at T1 that counts as order one (claim 3): a seventh of the chance-level
@@ -42,7 +42,8 @@ pub const LOSS_ORDER_ONE: f64 = 0.1;
 
 /// Largest factor between T1 of the run and T1 of the frozen-attention baseline (claim
 /// 3). Phase 1 agrees with the baseline to leading order, so the times must agree well
-/// within a factor of two; the baseline's T1 is known to the resolution of the output grid.
+/// within a factor of two. The baseline's T1 is known only to the resolution of the output
+/// grid.
 pub const T1_FACTOR: f64 = 2.0;
 
 /// Largest relative change of a 3 x 3 block of S or GV until T1 that counts as "barely
@@ -60,6 +61,14 @@ pub const R_STAR_RTOL: f64 = 0.1;
 
 /// Smallest coefficient of determination of the straight-line fit of 1/loss (claim 10).
 pub const LOSS_LAW_R_SQUARED: f64 = 0.99;
+
+/// Relative tolerance of the fitted c / beta against its leading-order estimate from the
+/// group sums (claim 10). The estimate neglects m1 rho^T GV rho and the attention terms of
+/// the loss decrease, the spread of g within a group, and the change of beta over the fit.
+/// In the theory regime m1 |GV| / beta stays below 1e-3 and the within-group spread below
+/// 5%, so 20% leaves room for the spread and for the early fitted times, where g_i and the
+/// loss term still differ.
+pub const LOSS_LAW_RTOL: f64 = 0.2;
 
 /// Inputs of the claim checks.
 pub struct Context<'a> {
@@ -150,7 +159,7 @@ fn one_target_loss_bump(context: &Context) -> ClaimResult {
     let rows = record.phase_one_rows();
     let bump = |loss: fn(&Observation) -> f64| {
         let start = loss(&rows[0]);
-        let end = loss(rows.last().expect("phase one holds T1"));
+        let end = loss(rows.last().expect("phase one ends with the state at T1"));
         let peak = rows.iter().map(loss).fold(f64::NEG_INFINITY, f64::max);
         ((peak - start) / start, (peak - end) / peak)
     };
@@ -348,8 +357,9 @@ fn value_changes(context: &Context) -> ClaimResult {
     )
 }
 
-/// The three token margins gamma_1 + gamma_2 + gamma_3, -(gamma_1 + gamma_3),
-/// -(gamma_2 + gamma_3); all positive when the token readouts alone classify the groups.
+/// Computes the three token margins gamma_1 + gamma_2 + gamma_3, -(gamma_1 + gamma_3) and
+/// -(gamma_2 + gamma_3). All three are positive when the token readouts alone classify the
+/// groups.
 fn token_margins(row: &Observation) -> [f64; 3] {
     [
         row.gamma_1 + row.gamma_2 + row.gamma_3,
@@ -482,8 +492,9 @@ fn loss_law(context: &Context) -> ClaimResult {
     let record = context.record;
     let beta_growth = record.rows[record.rows.len() - 1].beta / record.initial.beta;
     let order = 1.0 / ORDER_FACTOR..=ORDER_FACTOR;
+    let estimate_error = (fit.c_over_beta / fit.c_over_beta_predicted - 1.0).abs();
     let holds = fit.r_squared >= LOSS_LAW_R_SQUARED
-        && order.contains(&fit.c_over_beta)
+        && estimate_error <= LOSS_LAW_RTOL
         && order.contains(&beta_growth);
     result(
         10,
@@ -494,7 +505,9 @@ fn loss_law(context: &Context) -> ClaimResult {
             fit.slope_c, fit.c_over_beta, fit.r_squared
         ),
         format!(
-            "R^2 >= {LOSS_LAW_R_SQUARED}; c/beta and beta(end)/beta(0) within x{ORDER_FACTOR} of 1"
+            "R^2 >= {LOSS_LAW_R_SQUARED}; c/beta = {:.3} within {LOSS_LAW_RTOL}; \
+             beta(end)/beta(0) within x{ORDER_FACTOR} of 1",
+            fit.c_over_beta_predicted
         ),
         Verdict::from_bool(holds),
     )
@@ -516,9 +529,12 @@ fn final_attention(context: &Context) -> ClaimResult {
         -change[[COMMON, TARGET_2]],
     ];
     let signs_hold = main.iter().all(|&value| value > 0.0);
+
     let sizes = main.map(f64::abs);
     let spread = sizes.iter().copied().fold(0.0, f64::max)
         / sizes.iter().copied().fold(f64::INFINITY, f64::min);
+
+    // Entries in the row or the column of a filler token.
     let mean_main = sizes.iter().sum::<f64>() / 4.0;
     let largest_filler = change
         .indexed_iter()
@@ -527,6 +543,7 @@ fn final_attention(context: &Context) -> ClaimResult {
         .fold(0.0, f64::max);
     let filler_factor = mean_main / largest_filler;
     let n = record.data.train.len() as f64;
+
     let holds = signs_hold && spread <= ORDER_FACTOR && filler_factor >= n / ORDER_FACTOR;
     result(
         11,

@@ -2,11 +2,11 @@
 //! a finished run folder.
 //!
 //! Phase 1 ends at T1, the first time every training sample has a positive margin y_i F_i.
-//! The analysis makes twelve claims about the two phases (initial readout speeds, the
-//! rise and fall of the one-target losses, the state at T1, the slow attention side, the
-//! signs of the Phase 2 changes of S and GV, growing token margins, automatic balancing of
-//! the group gradient weights, the fixed point R* of the ratio R, the 1/t loss law, the
-//! final attention pattern and the test loss). [`check_run`] measures each one on a run
+//! The analysis makes twelve claims about the two phases. They cover the initial readout
+//! speeds, the rise and fall of the one-target losses, the state at T1 and the slow
+//! attention side in Phase 1. In Phase 2 they cover the signs of the changes of S and GV,
+//! growing token margins, automatic balancing of the group gradient weights, the fixed
+//! point R* of the ratio R, the loss law, the final attention pattern and the test loss. [`check_run`] measures each one on a run
 //! folder and returns a [`CheckReport`] with one [`ClaimResult`] per claim.
 //!
 //! Predictions that need no claim verdict also go to `predictions.csv`:
@@ -42,8 +42,8 @@ pub use report::{CHECK, PREDICTIONS, format_table};
 pub enum Verdict {
     Holds,
     Fails,
-    /// The run never reached the regime the claim talks about (for example T1 was not
-    /// reached), so the claim says nothing about it.
+    /// The run never reached the phase the claim is about (for example T1 was not
+    /// reached), so the claim does not apply.
     NotApplicable,
 }
 
@@ -90,7 +90,10 @@ pub struct LossLawFit {
     pub r_squared: f64,
     /// slope_c divided by the mean of beta over the fitted times.
     pub c_over_beta: f64,
-    /// First fitted time (T1).
+    /// Leading-order estimate of c / beta from the group sums at the last fitted time
+    /// (see [`loss_law::leading_order_c_over_beta`]).
+    pub c_over_beta_predicted: f64,
+    /// First fitted time, which is T1.
     pub t_from: f64,
     /// Number of recorded times in the fit.
     pub points: usize,
@@ -123,9 +126,9 @@ impl CheckReport {
 /// Measures every claim on the finished run in `dir` and writes `check.json` and
 /// `predictions.csv` there.
 ///
-/// `dir` must hold `config.toml`, `trajectory.csv`, `summary.json` and `checkpoint.json`
-/// as `attnflow run` writes them; the initial state is rebuilt from the config, which
-/// draws it deterministically from its seed.
+/// `dir` must contain `config.toml`, `trajectory.csv`, `summary.json` and
+/// `checkpoint.json` as `attnflow run` writes them. The initial state is rebuilt from the
+/// config, which draws it deterministically from its seed.
 pub fn check_run(dir: &Path) -> Result<CheckReport, Error> {
     let record = RunRecord::load(dir)?;
     let (report, rows) = evaluate(&record)?;

@@ -20,7 +20,7 @@ pub fn initial_speed(record: &RunRecord) -> [f64; 3] {
     [TARGET_1, TARGET_2, COMMON].map(|k| record.initial_speed[k])
 }
 
-/// The predicted initial speed kappa/6 of gamma_1 and gamma_2.
+/// Computes the predicted initial speed kappa/6 of gamma_1 and gamma_2.
 pub fn target_speed(record: &RunRecord) -> f64 {
     kappa(record) / 6.0
 }

@@ -53,7 +53,8 @@ impl RunRecord {
         let engine = prepared.dynamics.engine();
         if checkpoint.state.y.len() != engine.state_len() {
             return Err(Error::invalid_data(format!(
-                "{} holds a state of length {} but the config's engine needs {}",
+                "{} contains a state of length {} but the config's engine needs {}; check a folder \
+                 written by one run",
                 dir.join(output::CHECKPOINT).display(),
                 checkpoint.state.y.len(),
                 engine.state_len()
@@ -95,8 +96,8 @@ impl RunRecord {
         self.summary.t1
     }
 
-    /// The observables at T1 followed by the recorded rows after T1; empty when T1 was not
-    /// reached. The run records T1 in its summary, not in the trajectory.
+    /// Collects the observables at T1 and the recorded rows after T1, or none when T1 was
+    /// not reached. The run stores T1 in its summary, not in the trajectory.
     pub fn phase_two_rows(&self) -> Vec<Observation> {
         let (Some(t1), Some(at_t1)) = (self.t1(), self.at_t1()) else {
             return Vec::new();
@@ -107,8 +108,8 @@ impl RunRecord {
             .collect()
     }
 
-    /// The recorded rows before T1 followed by the observables at T1; every row when T1 was
-    /// not reached.
+    /// Collects the recorded rows before T1 and the observables at T1, or every row when T1
+    /// was not reached.
     pub fn phase_one_rows(&self) -> Vec<Observation> {
         let (Some(t1), Some(at_t1)) = (self.t1(), self.at_t1()) else {
             return self.rows.clone();
@@ -121,7 +122,7 @@ impl RunRecord {
             .collect()
     }
 
-    /// The observables at T1: the run's own record at the located time.
+    /// Returns the observables that the run recorded at the located T1.
     pub fn at_t1(&self) -> Option<&Observation> {
         self.summary.at_t1.as_ref()
     }
