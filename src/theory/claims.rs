@@ -458,6 +458,7 @@ fn balance_ratio(context: &Context) -> ClaimResult {
     let target = r_star(last);
     let gap_end = (last.r - target).abs() / target;
     let gap_start = (first.r - r_star(first)).abs() / r_star(first);
+    let (speed_low, speed_high) = speed_ratio_bounds(&rows);
     let holds = lowest >= 1.0
         && highest <= 3.0
         && target > 1.0
@@ -469,17 +470,38 @@ fn balance_ratio(context: &Context) -> ClaimResult {
         statement,
         last.r,
         format!(
-            "R(end) = {:.4}, range [{lowest:.3}, {highest:.3}]; gap {:.1}% at T1, {:.1}% at end",
+            "R(end) = {:.4}, range [{lowest:.3}, {highest:.3}]; gap {:.1}% at T1, {:.1}% at \
+             end; -dgamma_3/dt over max {speed_low:.3}, over sum {speed_high:.3}",
             last.r,
             100.0 * gap_start,
             100.0 * gap_end
         ),
         format!(
-            "R* = {target:.4}, gap <= {:.0}% and shrinking",
+            "R* = {target:.4}, gap <= {:.0}% and shrinking (speed form reported only)",
             100.0 * R_STAR_RTOL
         ),
         Verdict::from_bool(holds),
     )
+}
+
+/// Bounds of the speed form of claim 9 over consecutive rows: the smallest
+/// (-d gamma_3/dt) / max(d gamma_1/dt, d gamma_2/dt) and the largest
+/// (-d gamma_3/dt) / (d gamma_1/dt + d gamma_2/dt), with the speeds taken as difference
+/// quotients between records. The claim holds in this form when the first is above 1 and
+/// the second below 1; then C' is the smaller of the two distances from 1.
+fn speed_ratio_bounds(rows: &[Observation]) -> (f64, f64) {
+    rows.windows(2)
+        .filter(|pair| pair[1].t > pair[0].t)
+        .map(|pair| {
+            let dt = pair[1].t - pair[0].t;
+            let speed_1 = (pair[1].gamma_1 - pair[0].gamma_1) / dt;
+            let speed_2 = (pair[1].gamma_2 - pair[0].gamma_2) / dt;
+            let common = -(pair[1].gamma_3 - pair[0].gamma_3) / dt;
+            (common / speed_1.max(speed_2), common / (speed_1 + speed_2))
+        })
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |acc, (low, high)| {
+            (acc.0.min(low), acc.1.max(high))
+        })
 }
 
 /// Claim 10: 1/loss grows linearly after T1 with slope c of order beta, and beta stays
