@@ -99,6 +99,13 @@ pub struct LossLawFit {
     pub points: usize,
 }
 
+/// Readout directions (gamma_2 / gamma_1, gamma_3 / gamma_1) at the end of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadoutDirection {
+    pub run: [f64; 2],
+    pub baseline: [f64; 2],
+}
+
 /// Everything `attnflow check` measures on a run folder; written as `check.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckReport {
@@ -111,6 +118,11 @@ pub struct CheckReport {
     /// End of Phase 1 of the frozen-attention baseline, to the resolution of the output
     /// grid, if reached.
     pub baseline_t1: Option<f64>,
+    /// Direction of the readouts at the last recorded time, as (gamma_2, gamma_3) / gamma_1,
+    /// for the run and for the baseline. With fillers ignored, the max-margin direction of
+    /// the count regression is 1 : 1 : -1.5; distinct fillers shift it, and the baseline
+    /// approaches its own max-margin direction only logarithmically in t.
+    pub final_direction: ReadoutDirection,
     /// Fit of the loss law, when the run has at least three recorded times after T1.
     pub loss_law: Option<LossLawFit>,
     pub claims: Vec<ClaimResult>,
@@ -126,6 +138,18 @@ impl CheckReport {
 /// Measures every claim on the finished run in `dir` and writes `check.json` and
 /// `predictions.csv` there.
 ///
+/// ```no_run
+/// use attnflow::theory::{Verdict, check_run};
+///
+/// let report = check_run(std::path::Path::new("runs/theory"))?;
+/// for claim in &report.claims {
+///     if claim.verdict == Verdict::Fails {
+///         println!("claim {}: {}", claim.id, claim.measured_text);
+///     }
+/// }
+/// # Ok::<(), attnflow::Error>(())
+/// ```
+///
 /// `dir` must contain `config.toml`, `trajectory.csv`, `summary.json` and
 /// `checkpoint.json` as `attnflow run` writes them. The initial state is rebuilt from the
 /// config, which draws it deterministically from its seed.
@@ -135,6 +159,15 @@ pub fn check_run(dir: &Path) -> Result<CheckReport, Error> {
     report::write_check(dir, &report)?;
     report::write_predictions(dir, &rows)?;
     Ok(report)
+}
+
+fn final_direction(record: &RunRecord, baseline: &[baseline::BaselinePoint]) -> ReadoutDirection {
+    let last = &record.rows[record.rows.len() - 1];
+    let gamma = baseline.last().map_or([f64::NAN; 3], |point| point.gamma);
+    ReadoutDirection {
+        run: [last.gamma_2 / last.gamma_1, last.gamma_3 / last.gamma_1],
+        baseline: [gamma[1] / gamma[0], gamma[2] / gamma[0]],
+    }
 }
 
 /// Measures every claim on a loaded run, returning the report and the rows of
@@ -153,6 +186,7 @@ pub fn evaluate(record: &RunRecord) -> Result<(CheckReport, Vec<report::Predicti
         initial_speed: predictions::initial_speed(record),
         t1: record.t1(),
         baseline_t1: baseline::first_all_correct(&baseline),
+        final_direction: final_direction(record, &baseline),
         loss_law,
         claims: claims::evaluate_all(&context),
     };

@@ -88,6 +88,12 @@ pub fn format_table(report: &CheckReport) -> String {
             .baseline_t1
             .map_or("not reached".to_string(), |t| format!("{t:.4e}")),
     )];
+    let direction = report.final_direction;
+    lines.push(format!(
+        "final readout direction gamma_1 : gamma_2 : gamma_3 = 1 : {:.3} : {:.3} (run), \
+         1 : {:.3} : {:.3} (baseline)",
+        direction.run[0], direction.run[1], direction.baseline[0], direction.baseline[1]
+    ));
     let header = ["id", "claim", "measured", "predicted or bound", "verdict"];
     let rows: Vec<[String; 5]> = report
         .claims
