@@ -5,8 +5,9 @@
 //! The analysis makes twelve claims about the two phases. They cover the initial readout
 //! speeds, the rise and fall of the one-target losses, the state at T1 and the slow
 //! attention side in Phase 1. In Phase 2 they cover the signs of the changes of S and GV,
-//! growing token margins, automatic balancing of the group gradient weights, the fixed
-//! point R* of the ratio R, the loss law, the final attention pattern and the test loss. [`check_run`] measures each one on a run
+//! growing token margins, automatic balancing of the group gradient weights and the fixed
+//! point R* of the ratio R. The last three are the loss law, the final attention pattern
+//! and the test loss. [`check_run`] measures each one on a run
 //! folder and returns a [`CheckReport`] with one [`ClaimResult`] per claim.
 //!
 //! Predictions that need no claim verdict also go to `predictions.csv`:

@@ -75,26 +75,11 @@ pub fn write_predictions(dir: &Path, rows: &[PredictionRow]) -> Result<(), Error
     output::write_atomic(&path, &bytes)
 }
 
-/// Formats the report as a table with one row per claim: id, claim, measured, predicted or
-/// bound, verdict.
+/// Formats the report as two summary lines and a table with one row per claim: id, claim,
+/// measured, predicted or bound, verdict.
 pub fn format_table(report: &CheckReport) -> String {
-    let mut lines = vec![format!(
-        "kappa = beta(0) + m1 sigma0^2 m = {:.6e}; T1 = {}; baseline T1 = {}",
-        report.kappa,
-        report
-            .t1
-            .map_or("not reached".to_string(), |t| format!("{t:.6e}")),
-        report
-            .baseline_t1
-            .map_or("not reached".to_string(), |t| format!("{t:.4e}")),
-    )];
-    let direction = report.final_direction;
-    lines.push(format!(
-        "final readout direction gamma_1 : gamma_2 : gamma_3 = 1 : {:.3} : {:.3} (run), \
-         1 : {:.3} : {:.3} (baseline)",
-        direction.run[0], direction.run[1], direction.baseline[0], direction.baseline[1]
-    ));
-    let header = ["id", "claim", "measured", "predicted or bound", "verdict"];
+    let mut lines = summary_lines(report);
+    let header = ["id", "claim", "measured", "predicted or bound", "verdict"].map(str::to_string);
     let rows: Vec<[String; 5]> = report
         .claims
         .iter()
@@ -108,30 +93,46 @@ pub fn format_table(report: &CheckReport) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
+
+    let mut widths = header.clone().map(|cell| cell.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let format_row = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, &width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-            .trim_end()
-            .to_string()
-    };
-    lines.push(format_row(&header.map(str::to_string)));
-    lines.push(
-        widths
-            .iter()
-            .map(|&width| "-".repeat(width))
-            .collect::<Vec<_>>()
-            .join("-+-"),
-    );
-    lines.extend(rows.iter().map(|row| format_row(row)));
+
+    lines.push(format_row(&header, &widths));
+    let rule: Vec<String> = widths.iter().map(|&width| "-".repeat(width)).collect();
+    lines.push(rule.join("-+-"));
+    lines.extend(rows.iter().map(|row| format_row(row, &widths)));
     lines.join("\n")
+}
+
+/// Formats kappa, T1 of the run and of the baseline, and the final readout directions.
+fn summary_lines(report: &CheckReport) -> Vec<String> {
+    let time = |t: Option<f64>| t.map_or("not reached".to_string(), |t| format!("{t:.6e}"));
+    let direction = report.final_direction;
+    vec![
+        format!(
+            "kappa = beta(0) + m1 sigma0^2 m = {:.6e}; T1 = {}; baseline T1 = {}",
+            report.kappa,
+            time(report.t1),
+            time(report.baseline_t1),
+        ),
+        format!(
+            "final readout direction gamma_1 : gamma_2 : gamma_3 = 1 : {:.3} : {:.3} (run), \
+             1 : {:.3} : {:.3} (baseline)",
+            direction.run[0], direction.run[1], direction.baseline[0], direction.baseline[1]
+        ),
+    ]
+}
+
+/// Pads each cell to its column width and joins the cells with " | ".
+fn format_row(cells: &[String], widths: &[usize]) -> String {
+    let padded: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .map(|(cell, &width)| format!("{cell:<width$}"))
+        .collect();
+    padded.join(" | ").trim_end().to_string()
 }
