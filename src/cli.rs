@@ -39,6 +39,9 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Join the runs.csv of the shards of one sweep.
     Merge(MergeArgs),
+    /// Compare a finished run with the theory: print one row per claim and write
+    /// check.json and predictions.csv into the run folder.
+    Check(CheckArgs),
 }
 
 #[derive(Args, Debug)]
@@ -86,6 +89,16 @@ pub struct RunArgs {
     /// Never show the progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
+
+    /// After the run, compare it with the theory as `attnflow check` does.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Run folder written by `attnflow run`.
+    pub run_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +120,7 @@ pub fn main() -> Result<i32> {
         Command::Init(args) => init_command(args),
         Command::Sweep(args) => sweep_command(args),
         Command::Merge(args) => merge_command(args),
+        Command::Check(args) => check_command(&args.run_dir),
     }
 }
 
@@ -184,6 +198,10 @@ fn run_command(args: RunArgs) -> Result<i32> {
         summary.final_loss, summary.final_test_loss
     );
     println!("outputs in {}", args.out.display());
+    if args.check && summary.stop_reason != StopReason::Interrupted {
+        println!();
+        check_command(&args.out)?;
+    }
     Ok(if summary.stop_reason == StopReason::Interrupted {
         130
     } else {
@@ -198,6 +216,18 @@ fn stop_text(reason: StopReason) -> &'static str {
         StopReason::StepLimit => "reached the step limit",
         StopReason::Interrupted => "interrupted; continue with --resume",
     }
+}
+
+fn check_command(run_dir: &std::path::Path) -> Result<i32> {
+    let report = crate::theory::check_run(run_dir)
+        .with_context(|| format!("failed to check the run in {}", run_dir.display()))?;
+    println!("{}", crate::theory::format_table(&report));
+    println!(
+        "wrote {} and {}",
+        run_dir.join(crate::theory::CHECK).display(),
+        run_dir.join(crate::theory::PREDICTIONS).display()
+    );
+    Ok(0)
 }
 
 fn init_command(args: InitArgs) -> Result<i32> {

@@ -22,6 +22,7 @@ pub mod output;
 pub mod run;
 pub mod sweep;
 pub mod task;
+pub mod theory;
 pub mod wishart;
 
 pub use error::Error;

@@ -60,7 +60,7 @@ impl Group {
     }
 
     /// Number of positions that fillers occupy in a sequence of length `seq_len`.
-    fn filler_count(self, seq_len: usize) -> usize {
+    pub fn filler_count(self, seq_len: usize) -> usize {
         match self {
             Group::I1 => seq_len - 3,
             Group::I2 | Group::I3 => seq_len - 2,

@@ -1,0 +1,26 @@
+//! Predictions at t = 0: the speed scale kappa and the initial readout speeds.
+//!
+//! At initialization the attention is close to uniform (r_h ~ 1 for every key position)
+//! and every g_i is close to 1/2, so rho_1 = rho_2 ~ (1/n)(n/2 - n/6)/2 = 1/6 and
+//! rho_3 ~ (1/n)(n/2 - n/2)/2 = 0. With GV(0) ~ sigma0^2 m I, the reduced flow
+//! d gamma/dt = beta rho + m1 GV rho then gives d gamma_1/dt ~ d gamma_2/dt ~ kappa/6 and
+//! d gamma_3/dt ~ 0, where kappa = beta(0) + m1 sigma0^2 m.
+
+use super::RunRecord;
+use crate::task::{COMMON, TARGET_1, TARGET_2};
+
+/// kappa = beta(0) + m1 sigma0^2 m, with beta(0) from the initial state of the run and
+/// sigma0 the standard deviation of the value weights.
+pub fn kappa(record: &RunRecord) -> f64 {
+    record.initial.beta + record.m1() * record.sigma0().powi(2) * record.m()
+}
+
+/// Exact d gamma_k/dt at t = 0 for k = target 1, target 2, common token.
+pub fn initial_speed(record: &RunRecord) -> [f64; 3] {
+    [TARGET_1, TARGET_2, COMMON].map(|k| record.initial_speed[k])
+}
+
+/// Computes the predicted initial speed kappa/6 of gamma_1 and gamma_2.
+pub fn target_speed(record: &RunRecord) -> f64 {
+    kappa(record) / 6.0
+}
