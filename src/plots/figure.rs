@@ -1,7 +1,7 @@
 //! Figure descriptions, independent of drawing: panels of curves with axes, marker lines and
 //! legends. The figure builders fill these, and [`super::render`] draws them.
 
-use super::style::{PANEL_SIZE, TITLE_HEIGHT};
+use super::style::{LINE_WIDTH, PANEL_SIZE, TITLE_HEIGHT};
 
 /// Mapping from data values to positions along an axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +82,8 @@ pub struct Series {
     /// Index into the shared palette.
     pub color: usize,
     pub stroke: Stroke,
+    /// Line width in pixels.
+    pub width: u32,
 }
 
 impl Series {
@@ -91,11 +93,19 @@ impl Series {
             points,
             color,
             stroke: Stroke::Solid,
+            width: LINE_WIDTH,
         }
     }
 
     pub fn with_stroke(mut self, stroke: Stroke) -> Series {
         self.stroke = stroke;
+        self
+    }
+
+    /// Widens the line so that a series drawn after it on the same values leaves it visible
+    /// as a border (for pairs that symmetry makes equal, such as groups I2 and I3).
+    pub fn widened(mut self) -> Series {
+        self.width = 2 * LINE_WIDTH + 1;
         self
     }
 }

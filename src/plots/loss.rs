@@ -29,7 +29,10 @@ pub fn figure(data: &RunData) -> Figure {
     ));
     for (index, (label, value)) in GROUPS.iter().enumerate() {
         let points = columns(trajectory, |o| o.t, value);
-        panel.series.push(Series::new(*label, points, index + 1));
+        let series = Series::new(*label, points, index + 1);
+        // I2 and I3 coincide when the data are symmetric in the two targets.
+        let series = if index == 1 { series.widened() } else { series };
+        panel.series.push(series);
     }
     panel.series.push(Series::new(
         "test loss (fresh samples)",

@@ -5,7 +5,7 @@
 //!
 //! | file | shows |
 //! |---|---|
-//! | `attention-scores` | off-diagonal S entries among targets 1, 2 and common token 3 |
+//! | `attention-scores` | off-diagonal S entries among targets 1, 2 and common token 3, and their change since t = 0 |
 //! | `loss` | training loss, per-group losses and test loss (log-log) |
 //! | `balance` | g(I2)/g(I3) and R against its predicted root R* |
 //! | `loss-law` | 1/loss against t with the fitted line after T1 |

@@ -44,6 +44,7 @@ pub fn figure(data: &RunData) -> Figure {
         "readout gamma (output units)",
         &READOUTS,
         0,
+        0,
     );
     let margins = panel(
         data,
@@ -51,6 +52,7 @@ pub fn figure(data: &RunData) -> Figure {
         "sum of readouts (output units)",
         &MARGINS,
         3,
+        1,
     );
     Figure {
         name: "readouts".into(),
@@ -60,18 +62,28 @@ pub fn figure(data: &RunData) -> Figure {
     }
 }
 
+/// Builds one panel of measured curves, each with its baseline when predictions exist.
+/// Curves `symmetric` and `symmetric + 1` are the pair that coincides when the data are
+/// symmetric in the two targets (gamma_1 and gamma_2, or the I2 and I3 margins).
 fn panel(
     data: &RunData,
     title: &str,
     y_label: &str,
     curves: &[(&str, Column<Observation>, Column<Prediction>)],
     first_color: usize,
+    symmetric: usize,
 ) -> Panel {
     let mut panel = Panel::new(title, Axis::log(TIME_LABEL), Axis::linear(y_label));
     for (index, (label, measured, baseline)) in curves.iter().enumerate() {
         let color = first_color + index;
         let points = columns(&data.trajectory, |o| o.t, measured);
-        panel.series.push(Series::new(*label, points, color));
+        let series = Series::new(*label, points, color);
+        let series = if index == symmetric {
+            series.widened()
+        } else {
+            series
+        };
+        panel.series.push(series);
         if let Some(predictions) = &data.predictions {
             let points = columns(predictions, |p| p.t, baseline);
             let series = Series::new("", points, color);

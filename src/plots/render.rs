@@ -245,7 +245,7 @@ fn draw_series<DB: DrawingBackend>(
     runs: Vec<Vec<(f64, f64)>>,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let color = style::color(series.color);
-    let line = color.stroke_width(style::LINE_WIDTH);
+    let line = color.stroke_width(series.width);
     for run in runs {
         match series.stroke {
             Stroke::Solid => chart.draw_series(LineSeries::new(run, line))?,
@@ -285,7 +285,7 @@ fn legend_entries(panel: &Panel) -> Vec<LegendEntry<'_>> {
         .map(|series| LegendEntry {
             label: &series.label,
             stroke: series.stroke,
-            style: style::color(series.color).stroke_width(style::LINE_WIDTH),
+            style: style::color(series.color).stroke_width(series.width),
         });
     let note_entries = panel.notes.iter().map(|(label, stroke)| LegendEntry {
         label,
