@@ -25,6 +25,21 @@ if ! "$bin" check --help >/dev/null 2>&1; then
     echo "note: this attnflow has no check subcommand, so the figures have no theory curves"
 fi
 
+# The sweep, when there is one, runs in the background so that its wall time overlaps with
+# the two single runs. It is stopped if this script ends early.
+sweep_pid=
+trap 'if [ -n "$sweep_pid" ]; then kill "$sweep_pid" 2>/dev/null || true; fi' EXIT
+if [ -f experiments/width-scaling.toml ]; then
+    sweep="$runs_dir/width-scaling"
+    rm -rf "$sweep"
+    mkdir -p "$runs_dir"
+    echo "== width-scaling: running the sweep experiments/width-scaling.toml (log in $sweep.log)"
+    "$bin" sweep experiments/width-scaling.toml --out "$sweep" --quiet >"$sweep.log" 2>&1 &
+    sweep_pid=$!
+else
+    echo "skipping figures/width-scaling: experiments/width-scaling.toml not found"
+fi
+
 for name in paper-figure1 theory; do
     run="$runs_dir/$name"
     rm -rf "$run"
@@ -42,14 +57,16 @@ for name in paper-figure1 theory; do
     "$bin" plot "$run" --out "figures/$name"
 done
 
-if [ -f experiments/width-scaling.toml ]; then
-    sweep="$runs_dir/width-scaling"
-    rm -rf "$sweep"
-    echo "== width-scaling: running the sweep experiments/width-scaling.toml"
-    "$bin" sweep experiments/width-scaling.toml --out "$sweep"
+if [ -n "$sweep_pid" ]; then
+    sweep_status=0
+    wait "$sweep_pid" || sweep_status=$?
+    sweep_pid=
+    if [ "$sweep_status" -ne 0 ]; then
+        cat "$sweep.log"
+        echo "error: attnflow sweep failed with exit code $sweep_status; its output is above" >&2
+        exit 1
+    fi
     "$bin" plot-sweep "$sweep/runs.csv" --out figures/width-scaling
-else
-    echo "skipping figures/width-scaling: experiments/width-scaling.toml not found"
 fi
 
 echo "figures written to figures/"
