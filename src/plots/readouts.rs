@@ -91,7 +91,7 @@ fn panel(
         }
     }
     if data.predictions.is_some() {
-        let note = "frozen-attention baseline (same colors)".to_string();
+        let note = "frozen-attention baseline (darker shade)".to_string();
         panel.notes.push((note, Stroke::Dashed));
     }
     panel.horizontal.push(Marker {

@@ -244,7 +244,7 @@ fn draw_series<DB: DrawingBackend>(
     series: &Series,
     runs: Vec<Vec<(f64, f64)>>,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let color = style::color(series.color);
+    let color = series_color(series);
     let line = color.stroke_width(series.width);
     for run in runs {
         match series.stroke {
@@ -257,6 +257,14 @@ fn draw_series<DB: DrawingBackend>(
         };
     }
     Ok(())
+}
+
+/// Dashed series are theory curves and get the darker shade of their color.
+fn series_color(series: &Series) -> RGBColor {
+    match series.stroke {
+        Stroke::Dashed => style::dark_color(series.color),
+        Stroke::Solid | Stroke::Points => style::color(series.color),
+    }
 }
 
 /// One legend line: the label and how its sample is drawn.
@@ -285,7 +293,7 @@ fn legend_entries(panel: &Panel) -> Vec<LegendEntry<'_>> {
         .map(|series| LegendEntry {
             label: &series.label,
             stroke: series.stroke,
-            style: style::color(series.color).stroke_width(series.width),
+            style: series_color(series).stroke_width(series.width),
         });
     let note_entries = panel.notes.iter().map(|(label, stroke)| LegendEntry {
         label,

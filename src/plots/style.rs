@@ -46,6 +46,14 @@ pub fn color(index: usize) -> RGBColor {
     PALETTE[index % PALETTE.len()]
 }
 
+/// Returns a darker shade of the `index`-th palette color, for dashed theory curves: drawn
+/// over a measured curve of the same hue, its dashes stay visible where the two agree.
+pub fn dark_color(index: usize) -> RGBColor {
+    let RGBColor(red, green, blue) = color(index);
+    let darken = |channel: u8| (f64::from(channel) * 0.55).round() as u8;
+    RGBColor(darken(red), darken(green), darken(blue))
+}
+
 /// Registers the bundled font with plotters; later calls do nothing.
 pub fn register_bundled_font() {
     static REGISTER: Once = Once::new();

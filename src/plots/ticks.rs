@@ -1,8 +1,9 @@
 //! Tick positions of an axis, in plot coordinates (log10 of the data on log axes).
 //!
 //! Linear axes get steps of 1, 2 or 5 times a power of ten. Log axes get powers of ten when
-//! they span more than one and a half decades and 1-2-5 sequences down to 0.6 decades. Below
-//! that they get linear steps in data units, so that every label is a round number.
+//! they span more than one and a half decades and hold three powers, and 1-2-5 sequences (or
+//! 1-2-3-5 when those give fewer than four ticks) down to 0.6 decades. Below that they get
+//! linear steps in data units, so that every label is a round number.
 
 use std::ops::Range;
 
@@ -104,7 +105,8 @@ fn log_ticks(low: f64, high: f64) -> Ticks {
         set.iter().map(move |m| m.log10() + k as f64).collect()
     };
 
-    if decades > 1.5 && last >= first {
+    // Powers of ten alone when at least three fit.
+    if decades > 1.5 && last - first >= 2 {
         let count = (last - first + 1) as f64;
         let stride = (count / 8.0).ceil().max(1.0) as i64;
         let major: Vec<f64> = (first..=last)
@@ -127,17 +129,25 @@ fn log_ticks(low: f64, high: f64) -> Ticks {
 
     if decades > 0.6 {
         let powers = low.floor() as i64..=high.ceil() as i64;
-        let major: Vec<f64> = powers
-            .clone()
-            .flat_map(|k| mantissas(&[1.0, 2.0, 5.0], k))
-            .filter(in_range)
-            .collect();
-        let minor: Vec<f64> = powers
-            .flat_map(|k| mantissas(&[3.0, 4.0, 6.0, 7.0, 8.0, 9.0], k))
-            .filter(in_range)
-            .collect();
-        if major.len() >= 2 {
-            return Ticks { major, minor };
+        let sequence = |labelled: &[f64], unlabelled: &[f64]| Ticks {
+            major: powers
+                .clone()
+                .flat_map(|k| mantissas(labelled, k))
+                .filter(in_range)
+                .collect(),
+            minor: powers
+                .clone()
+                .flat_map(|k| mantissas(unlabelled, k))
+                .filter(in_range)
+                .collect(),
+        };
+        let one_two_five = sequence(&[1.0, 2.0, 5.0], &[3.0, 4.0, 6.0, 7.0, 8.0, 9.0]);
+        if one_two_five.major.len() >= 4 {
+            return one_two_five;
+        }
+        let denser = sequence(&[1.0, 2.0, 3.0, 5.0], &[4.0, 6.0, 7.0, 8.0, 9.0]);
+        if denser.major.len() >= 2 {
+            return denser;
         }
     }
 
@@ -197,6 +207,21 @@ mod tests {
         assert_eq!(
             data_values(&ticks.minor),
             vec![3.0, 4.0, 6.0, 7.0, 8.0, 9.0]
+        );
+    }
+
+    #[test]
+    fn log_with_few_ticks_adds_threes() {
+        let ticks = ticks(Scale::Log, 1.3f64.log10(), 5.5f64.log10());
+        assert_eq!(data_values(&ticks.major), vec![2.0, 3.0, 5.0]);
+    }
+
+    #[test]
+    fn log_with_two_powers_uses_one_two_five() {
+        let ticks = ticks(Scale::Log, 0.15f64.log10(), 40f64.log10());
+        assert_eq!(
+            data_values(&ticks.major),
+            vec![0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
         );
     }
 

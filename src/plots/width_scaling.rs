@@ -1,4 +1,4 @@
-//! Width scaling over a sweep: T1 x kappa and c / beta against the attention width m, one
+//! Width scaling over a sweep: T1 x kappa and c / beta(0) against the attention width m, one
 //! point per run.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use super::figure::{Axis, Figure, Panel, Series, Stroke};
 use super::inputs::SweepRun;
 
 /// The theory predicts T1 ~ 1/kappa with kappa = beta(0) + m1 sigma0^2 m, and a loss-law
-/// slope c ~ beta, so both products should stay of order one as m grows.
+/// slope c ~ beta, so both T1 x kappa and c / beta(0) should stay of order one as m grows.
 pub fn figure(runs: &[SweepRun]) -> Figure {
     let time = panel(
         runs,
@@ -17,8 +17,8 @@ pub fn figure(runs: &[SweepRun]) -> Figure {
     );
     let slope = panel(
         runs,
-        "Loss-law slope: c / beta",
-        "c / beta (dimensionless, log scale)",
+        "Loss-law slope: c / beta(0)",
+        "c / beta(0) (dimensionless, log scale)",
         |run| run.c_over_beta,
     );
     Figure {
