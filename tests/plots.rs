@@ -228,3 +228,55 @@ fn plot_run_reports_missing_trajectory() {
     let message = error.to_string();
     assert!(message.contains("trajectory.csv not found"), "{message}");
 }
+
+#[test]
+fn single_row_trajectory_still_renders() {
+    let run = tempfile::tempdir().unwrap();
+    tiny_run(run.path());
+
+    // Keep only the header and the t = 0 row, which a log time axis cannot show, and drop T1.
+    let trajectory = run.path().join("trajectory.csv");
+    let text = std::fs::read_to_string(&trajectory).unwrap();
+    let first_two: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&trajectory, first_two.join("\n") + "\n").unwrap();
+    std::fs::write(run.path().join("summary.json"), r#"{"t1": null}"#).unwrap();
+
+    let out = run.path().join("figures");
+    let plotted = plots::plot_run(run.path(), &out).unwrap();
+    assert_eq!(plotted.files.len(), 10);
+    for file in &plotted.files {
+        let size = std::fs::metadata(file).unwrap().len();
+        assert!(size > 0, "{} is empty", file.display());
+    }
+}
+
+#[test]
+fn plot_command_notes_missing_predictions() {
+    let run = tempfile::tempdir().unwrap();
+    tiny_run(run.path());
+    let out = run.path().join("pictures");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("plot")
+        .arg(run.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("run `attnflow check"), "{stdout}");
+    assert!(out.join("loss.png").exists());
+    assert!(out.join("loss.svg").exists());
+
+    write_predictions(run.path(), 0.0);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("plot")
+        .arg(run.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(!stdout.contains("attnflow check"), "{stdout}");
+    assert!(run.path().join("figures").join("balance.png").exists());
+}

@@ -247,6 +247,12 @@ fn draw_series<DB: DrawingBackend>(
     let color = series_color(series);
     let line = color.stroke_width(series.width);
     for run in runs {
+        // A line through one point draws nothing, so an isolated point becomes a dot.
+        if run.len() == 1 && series.stroke != Stroke::Points {
+            let dot = Circle::new(run[0], series.width + 1, color.filled());
+            chart.draw_series(std::iter::once(dot))?;
+            continue;
+        }
         match series.stroke {
             Stroke::Solid => chart.draw_series(LineSeries::new(run, line))?,
             Stroke::Dashed => chart.draw_series(DashedLineSeries::new(run, 9, 5, line))?,
