@@ -14,6 +14,7 @@ use crate::experiment::{self, RunOptions};
 use crate::integrator::IntegratorKind;
 use crate::npz;
 use crate::output;
+use crate::plots;
 use crate::run::StopReason;
 use crate::sweep::command::{MergeArgs, SweepArgs, merge_command, sweep_command};
 
@@ -42,6 +43,11 @@ pub enum Command {
     /// Compare a finished run with the theory: print one row per claim and write
     /// check.json and predictions.csv into the run folder.
     Check(CheckArgs),
+    /// Draw the figures of a run folder as PNG and SVG (attention scores, losses, balancing,
+    /// loss law, readouts); theory curves need predictions.csv from `attnflow check`.
+    Plot(PlotArgs),
+    /// Draw T1 x kappa and c / beta against the width m from a sweep's runs.csv.
+    PlotSweep(PlotSweepArgs),
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +117,26 @@ pub struct InitArgs {
     pub out: PathBuf,
 }
 
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Run folder with trajectory.csv and summary.json.
+    pub run_dir: PathBuf,
+
+    /// Folder for the figures; created if missing. Default: RUN_DIR/figures.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlotSweepArgs {
+    /// Sweep table with the columns m, seed, t1_kappa and c_over_beta, one row per run.
+    pub runs_csv: PathBuf,
+
+    /// Folder for the figure; created if missing.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> Result<i32> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -121,6 +147,8 @@ pub fn main() -> Result<i32> {
         Command::Sweep(args) => sweep_command(args),
         Command::Merge(args) => merge_command(args),
         Command::Check(args) => check_command(&args.run_dir),
+        Command::Plot(args) => plot_command(args),
+        Command::PlotSweep(args) => plot_sweep_command(args),
     }
 }
 
@@ -248,5 +276,27 @@ fn init_command(args: InitArgs) -> Result<i32> {
         args.out.join(output::DATASET).display(),
         args.out.join(output::INIT_WEIGHTS).display()
     );
+    Ok(0)
+}
+
+fn plot_command(args: PlotArgs) -> Result<i32> {
+    let out = args.out.unwrap_or_else(|| args.run_dir.join("figures"));
+    let plots = plots::plot_run(&args.run_dir, &out)?;
+    if !plots.predictions_found {
+        println!(
+            "note: no {} in {}, so R*, the loss-law fit and the baseline are not drawn; \
+             run `attnflow check {}` first to add them",
+            plots::PREDICTIONS,
+            args.run_dir.display(),
+            args.run_dir.display()
+        );
+    }
+    println!("wrote {} files to {}", plots.files.len(), out.display());
+    Ok(0)
+}
+
+fn plot_sweep_command(args: PlotSweepArgs) -> Result<i32> {
+    let files = plots::plot_sweep(&args.runs_csv, &args.out)?;
+    println!("wrote {} files to {}", files.len(), args.out.display());
     Ok(0)
 }

@@ -19,6 +19,7 @@ pub mod model;
 pub mod npz;
 pub mod observables;
 pub mod output;
+pub mod plots;
 pub mod run;
 pub mod sweep;
 pub mod task;
