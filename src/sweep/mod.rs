@@ -4,12 +4,11 @@
 //! `attnflow sweep SWEEP.toml --out DIR` expands the sweep file ([`plan`]) into runs,
 //! executes them in parallel, one thread each ([`runner`]), into `DIR/runs/<name>/`, and
 //! writes `DIR/runs.csv` with one row per finished run ([`table`]), including the scaling
-//! quantities of the theory ([`measures`]). Rerunning the command skips finished runs and
+//! quantities and the claim verdicts of `attnflow check` ([`crate::theory`]). Rerunning the command skips finished runs and
 //! continues partial ones. `--shard K/N` runs one slice ([`shard`]) and `attnflow merge`
 //! joins the slices' tables.
 
 pub mod command;
-pub mod measures;
 pub mod plan;
 pub mod runner;
 pub mod shard;

@@ -11,8 +11,8 @@ use crate::experiment::Summary;
 use crate::observables::read_trajectory;
 use crate::output;
 use crate::run::StopReason;
-use crate::sweep::measures::measure_run;
 use crate::sweep::plan::{PlanEntry, PlanFile};
+use crate::theory::{CheckReport, check_run};
 
 pub const RUNS_TABLE: &str = "runs.csv";
 pub const PLAN: &str = "plan.json";
@@ -52,7 +52,7 @@ pub struct RunRow {
     /// beta(0) + m1 sigma0^2 m.
     pub kappa: f64,
     pub t1_kappa: Option<f64>,
-    /// Slope of 1/loss against t over the trajectory rows after T1.
+    /// Slope of 1/loss against t over T1 and the trajectory rows after it.
     pub c: Option<f64>,
     /// R^2 of that fit.
     pub c_r2: Option<f64>,
@@ -60,6 +60,66 @@ pub struct RunRow {
     pub c_points: Option<usize>,
     /// c / beta(0).
     pub c_over_beta: Option<f64>,
+    /// c over the mean of beta across the fitted rows.
+    pub c_over_mean_beta: Option<f64>,
+    /// Verdict of each claim of `attnflow check` ("holds", "fails", "not-applicable") and
+    /// its headline measured value.
+    pub claim_01: String,
+    pub claim_01_measured: f64,
+    pub claim_02: String,
+    pub claim_02_measured: f64,
+    pub claim_03: String,
+    pub claim_03_measured: f64,
+    pub claim_04: String,
+    pub claim_04_measured: f64,
+    pub claim_05: String,
+    pub claim_05_measured: f64,
+    pub claim_06: String,
+    pub claim_06_measured: f64,
+    pub claim_07: String,
+    pub claim_07_measured: f64,
+    pub claim_08: String,
+    pub claim_08_measured: f64,
+    pub claim_09: String,
+    pub claim_09_measured: f64,
+    pub claim_10: String,
+    pub claim_10_measured: f64,
+    pub claim_11: String,
+    pub claim_11_measured: f64,
+    pub claim_12: String,
+    pub claim_12_measured: f64,
+}
+
+impl RunRow {
+    /// Fills the claim columns from a check report.
+    fn set_claims(&mut self, report: &CheckReport) {
+        let columns: [(&mut String, &mut f64); 12] = [
+            (&mut self.claim_01, &mut self.claim_01_measured),
+            (&mut self.claim_02, &mut self.claim_02_measured),
+            (&mut self.claim_03, &mut self.claim_03_measured),
+            (&mut self.claim_04, &mut self.claim_04_measured),
+            (&mut self.claim_05, &mut self.claim_05_measured),
+            (&mut self.claim_06, &mut self.claim_06_measured),
+            (&mut self.claim_07, &mut self.claim_07_measured),
+            (&mut self.claim_08, &mut self.claim_08_measured),
+            (&mut self.claim_09, &mut self.claim_09_measured),
+            (&mut self.claim_10, &mut self.claim_10_measured),
+            (&mut self.claim_11, &mut self.claim_11_measured),
+            (&mut self.claim_12, &mut self.claim_12_measured),
+        ];
+        for (id, (verdict, measured)) in (1u8..).zip(columns) {
+            match report.claim(id) {
+                Some(claim) => {
+                    *verdict = claim.verdict.name().replace(' ', "-");
+                    *measured = claim.measured;
+                }
+                None => {
+                    *verdict = "missing".to_string();
+                    *measured = f64::NAN;
+                }
+            }
+        }
+    }
 }
 
 /// Reads the summary of the run in `folder`, returning it only if the run finished (was not
@@ -75,17 +135,20 @@ pub fn finished_summary(folder: &Path, config_hash: &str) -> Option<Summary> {
     finished.then_some(summary)
 }
 
-/// Builds the row of a finished run from its folder.
+/// Builds the row of a finished run from its folder, running `attnflow check` on it (which
+/// also writes `check.json` and `predictions.csv` there).
 pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, Error> {
     let config = Config::from_file(&folder.join(output::CONFIG))?;
     let trajectory = read_trajectory(&folder.join(output::TRAJECTORY))?;
-    let measures = measure_run(summary, &trajectory);
+    let report = check_run(folder)?;
+    let beta0 = trajectory.first().map_or(f64::NAN, |row| row.beta);
+    let law = report.loss_law;
     let stop_reason = serde_json::to_value(summary.stop_reason)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
 
-    Ok(RunRow {
+    let mut row = RunRow {
         run: name.to_string(),
         seed: summary.seed,
         n: summary.n,
@@ -107,14 +170,18 @@ pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, 
         final_test_loss: summary.final_test_loss,
         steps: summary.steps,
         wall_seconds: summary.wall_seconds,
-        beta0: measures.beta0,
-        kappa: measures.kappa,
-        t1_kappa: measures.t1_kappa,
-        c: measures.loss_law.map(|fit| fit.slope),
-        c_r2: measures.loss_law.map(|fit| fit.r2),
-        c_points: measures.loss_law.map(|fit| fit.points),
-        c_over_beta: measures.c_over_beta(),
-    })
+        beta0,
+        kappa: report.kappa,
+        t1_kappa: summary.t1.map(|t1| t1 * report.kappa),
+        c: law.map(|fit| fit.slope_c),
+        c_r2: law.map(|fit| fit.r_squared),
+        c_points: law.map(|fit| fit.points),
+        c_over_beta: law.map(|fit| fit.slope_c / beta0),
+        c_over_mean_beta: law.map(|fit| fit.c_over_beta),
+        ..RunRow::default()
+    };
+    row.set_claims(&report);
+    Ok(row)
 }
 
 /// Rows of the finished runs among `entries`, looked up in each of `dirs` in turn (the
