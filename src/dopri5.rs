@@ -176,7 +176,7 @@ impl Dopri5 {
         controls: &Controls,
         t0: f64,
         t1: f64,
-        y: &mut [f64],
+        y: &mut Vec<f64>,
     ) -> Segment {
         assert_eq!(
             y.len(),
@@ -233,8 +233,9 @@ impl Dopri5 {
             if controller.accept(err, h, &mut h_new) {
                 segment.accepted += 1;
                 let t_new = t + h;
-                self.previous.copy_from_slice(y);
-                y.copy_from_slice(&self.y_new);
+                // Rotate buffers instead of copying: previous <- y <- y_new.
+                std::mem::swap(&mut self.previous, y);
+                std::mem::swap(y, &mut self.y_new);
                 self.stages.swap(0, 6);
                 last_steps = [last_steps[1], t_new - t];
                 segment.t_previous = Some(t);

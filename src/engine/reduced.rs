@@ -48,6 +48,10 @@ struct Scratch {
     /// Second-order product and its transpose, used by gradient descent only.
     second: Vec<f64>,
     transposed: Vec<f64>,
+    /// Transpose of a first-order product, used by gradient descent only.
+    product_t: Vec<f64>,
+    /// Increment of a gradient-descent step, kept so that steps do not allocate.
+    step: Vec<f64>,
 }
 
 impl ReducedEngine {
@@ -70,6 +74,8 @@ impl ReducedEngine {
                 gv_rho: vec![0.0; d],
                 second: square(),
                 transposed: square(),
+                product_t: square(),
+                step: Vec::new(),
             },
         }
     }
@@ -237,7 +243,8 @@ impl Engine for ReducedEngine {
     fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
         let d = self.d;
         let dd = d * d;
-        let mut dy = vec![0.0; y.len()];
+        let mut dy = std::mem::take(&mut self.scratch.step);
+        dy.resize(y.len(), 0.0);
         self.flow(y, sens, &mut dy);
 
         // Second-order scalars, from the state before the step.
@@ -275,6 +282,7 @@ impl Engine for ReducedEngine {
         }
 
         axpy(eta, &dy, y);
+        self.scratch.step = dy;
     }
 
     fn summary(&self, y: &[f64]) -> GramSummary {
@@ -327,8 +335,8 @@ impl ReducedEngine {
             SecondOrder::Key => &scratch.delta_gq,
             SecondOrder::Query => &scratch.delta_t_gk,
         };
-        let mut product_t = vec![0.0; d * d];
-        transpose_into(product, &mut product_t, d);
+        let product_t = &mut scratch.product_t;
+        transpose_into(product, product_t, d);
         scratch.second.iter_mut().for_each(|v| *v = 0.0);
         for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
             if delta == 0.0 {
@@ -342,7 +350,7 @@ impl ReducedEngine {
             };
             axpy(
                 delta,
-                row(&product_t, source, d),
+                row(product_t, source, d),
                 row_mut(&mut scratch.second, target, d),
             );
         }
