@@ -20,6 +20,8 @@
 //! The stiffness test of `ode_solvers` is left out: it runs every 1000 accepted steps of one
 //! solver call and only reports an error, and the run loop never makes calls that long.
 
+use crate::linalg::dispatch;
+
 /// Butcher tableau of Dormand and Prince (1980), order 5 with an embedded order-4 solution.
 mod tableau {
     pub const C: [f64; 7] = [0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0];
@@ -276,26 +278,15 @@ impl Dopri5 {
     }
 
     /// RMS of the scaled error estimate h sum_s e_s k_s.
-    ///
-    /// The squares are added in one running sum, in index order, as `ode_solvers` does: the
-    /// estimate is a difference of nearly equal stage sums, so a different summation order
-    /// would change the step sizes by far more than rounding.
     fn error_norm(&self, controls: &Controls, h: f64, y: &[f64]) -> f64 {
-        let [k1, _, k3, k4, k5, k6, k7] = &self.stages;
-        let e = tableau::E;
-        let mut sum = 0.0;
-        for i in 0..y.len() {
-            let estimate = (k1[i] * e[0]
-                + k3[i] * e[1]
-                + k4[i] * e[2]
-                + k5[i] * e[3]
-                + k6[i] * e[4]
-                + k7[i] * e[5])
-                * h;
-            let scale = controls.atol + y[i].abs().max(self.y_new[i].abs()) * controls.rtol;
-            let ratio = estimate / scale;
-            sum += ratio * ratio;
-        }
+        let sum = error_sum(
+            &self.stages,
+            &self.y_new,
+            y,
+            controls.rtol,
+            controls.atol,
+            h,
+        );
         (sum / y.len() as f64).sqrt()
     }
 
@@ -348,8 +339,69 @@ impl Dopri5 {
     }
 }
 
+/// Sum over i of (e_i / (atol + rtol max(|y_i|, |y_new_i|)))^2 with e = h sum_s E_s k_s.
+///
+/// The squares are added in one running sum, in index order, as `ode_solvers` does: the
+/// estimate is a difference of nearly equal stage sums, so another summation order would
+/// change the step sizes by far more than rounding. The squares themselves are formed a
+/// block at a time, so that part vectorizes.
+fn error_sum(
+    stages: &[Vec<f64>; 7],
+    y_new: &[f64],
+    y: &[f64],
+    rtol: f64,
+    atol: f64,
+    h: f64,
+) -> f64 {
+    dispatch!(error_sum_kernel, error_sum_avx2, (stages: &[Vec<f64>; 7], y_new: &[f64], y: &[f64], rtol: f64, atol: f64, h: f64) -> f64);
+}
+
+#[inline(always)]
+fn error_sum_kernel(
+    stages: &[Vec<f64>; 7],
+    y_new: &[f64],
+    y: &[f64],
+    rtol: f64,
+    atol: f64,
+    h: f64,
+) -> f64 {
+    let [k1, _, k3, k4, k5, k6, k7] = stages;
+    let e = tableau::E;
+    let mut squares = [0.0; BLOCK];
+    let mut sum = 0.0;
+    let mut start = 0;
+    while start < y.len() {
+        let end = (start + BLOCK).min(y.len());
+        let range = start..end;
+        let block = &mut squares[..end - start];
+        for (j, square) in block.iter_mut().enumerate() {
+            let i = start + j;
+            let estimate = (k1[i] * e[0]
+                + k3[i] * e[1]
+                + k4[i] * e[2]
+                + k5[i] * e[3]
+                + k6[i] * e[4]
+                + k7[i] * e[5])
+                * h;
+            let scale = atol + y[i].abs().max(y_new[i].abs()) * rtol;
+            let ratio = estimate / scale;
+            *square = ratio * ratio;
+        }
+        for &square in block.iter() {
+            sum += square;
+        }
+        start = range.end;
+    }
+    sum
+}
+
 /// out = y + sum_j (k_j h) a_j, summed in the order of j, in blocks that stay in cache.
 fn combine(y: &[f64], stages: &[Vec<f64>], coefficients: &[f64], h: f64, out: &mut [f64]) {
+    dispatch!(combine_kernel, combine_avx2, (y: &[f64], stages: &[Vec<f64>], coefficients: &[f64], h: f64, out: &mut [f64]) -> ());
+}
+
+#[inline(always)]
+fn combine_kernel(y: &[f64], stages: &[Vec<f64>], coefficients: &[f64], h: f64, out: &mut [f64]) {
     let len = y.len();
     let mut start = 0;
     while start < len {

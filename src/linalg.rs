@@ -23,6 +23,8 @@ macro_rules! dispatch {
     };
 }
 
+pub(crate) use dispatch;
+
 /// Dot product with eight independent partial sums, so the loop vectorizes; the summation
 /// order is fixed, so results do not depend on the machine or thread count.
 pub fn dot(x: &[f64], y: &[f64]) -> f64 {
@@ -58,8 +60,10 @@ fn dot_kernel(x: &[f64], y: &[f64]) -> f64 {
     (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
+/// [`axpy`] without the length check and dispatch, for kernels that dispatch once outside
+/// a loop of many short updates.
 #[inline(always)]
-fn axpy_kernel(alpha: f64, x: &[f64], y: &mut [f64]) {
+pub(crate) fn axpy_kernel(alpha: f64, x: &[f64], y: &mut [f64]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += alpha * xi;
     }

@@ -22,7 +22,7 @@
 //! Delta costs O(pairs x d).
 
 use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
-use crate::linalg::{axpy, dot};
+use crate::linalg::{axpy, axpy_kernel, dispatch, dot};
 
 pub struct ReducedEngine {
     d: usize,
@@ -95,33 +95,14 @@ impl ReducedEngine {
             buffer.iter_mut().for_each(|v| *v = 0.0);
         }
 
-        // Row k of Delta M gains Delta[k, k'] M[k', :]; row k' of Delta^T M gains
-        // Delta[k, k'] M[k, :].
-        for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
-            if delta == 0.0 {
-                continue;
-            }
-            axpy(
-                delta,
-                row(blocks.gq, query, d),
-                row_mut(&mut scratch.delta_gq, key, d),
-            );
-            axpy(
-                delta,
-                row(blocks.gk, key, d),
-                row_mut(&mut scratch.delta_t_gk, query, d),
-            );
-            axpy(
-                delta,
-                row(&scratch.s_t, query, d),
-                row_mut(&mut scratch.delta_s_t, key, d),
-            );
-            axpy(
-                delta,
-                row(blocks.s, key, d),
-                row_mut(&mut scratch.delta_t_s, query, d),
-            );
-        }
+        let sources = [blocks.gq, blocks.gk, &scratch.s_t, blocks.s];
+        let targets = [
+            &mut scratch.delta_gq,
+            &mut scratch.delta_t_gk,
+            &mut scratch.delta_s_t,
+            &mut scratch.delta_t_s,
+        ];
+        pair_products(sens.pairs, sens.delta, sources, targets, d);
 
         for (k, out) in scratch.gv_rho.iter_mut().enumerate() {
             *out = dot(row(blocks.gv, k, d), sens.rho);
@@ -151,6 +132,41 @@ impl<'a> Blocks<'a> {
             gk: &y[base + 2 * dd..base + 3 * dd],
             gq: &y[base + 3 * dd..base + 4 * dd],
         }
+    }
+}
+
+/// Adds, for each pair (key, query) with weight Delta[key, query], Delta times a row of each
+/// source matrix to a row of the matching target: row k of Delta M gains Delta[k, k'] M[k', :]
+/// and row k' of Delta^T M gains Delta[k, k'] M[k, :]. The sources are GQ, GK, S^T, S and
+/// the targets Delta GQ, Delta^T GK, Delta S^T, Delta^T S (all d x d, row-major).
+fn pair_products(
+    pairs: &[(usize, usize)],
+    delta: &[f64],
+    sources: [&[f64]; 4],
+    targets: [&mut Vec<f64>; 4],
+    d: usize,
+) {
+    dispatch!(pair_products_kernel, pair_products_avx2, (pairs: &[(usize, usize)], delta: &[f64], sources: [&[f64]; 4], targets: [&mut Vec<f64>; 4], d: usize) -> ());
+}
+
+#[inline(always)]
+fn pair_products_kernel(
+    pairs: &[(usize, usize)],
+    delta: &[f64],
+    sources: [&[f64]; 4],
+    targets: [&mut Vec<f64>; 4],
+    d: usize,
+) {
+    let [gq, gk, s_t, s] = sources;
+    let [delta_gq, delta_t_gk, delta_s_t, delta_t_s] = targets;
+    for (&(key, query), &weight) in pairs.iter().zip(delta) {
+        if weight == 0.0 {
+            continue;
+        }
+        axpy_kernel(weight, row(gq, query, d), row_mut(delta_gq, key, d));
+        axpy_kernel(weight, row(gk, key, d), row_mut(delta_t_gk, query, d));
+        axpy_kernel(weight, row(s_t, query, d), row_mut(delta_s_t, key, d));
+        axpy_kernel(weight, row(s, key, d), row_mut(delta_t_s, query, d));
     }
 }
 
