@@ -25,8 +25,8 @@ def _require_keys(archive, path, names):
     missing = [name for name in names if name not in archive.files]
     if missing:
         raise ValueError(
-            f"{path}: missing array(s) {', '.join(missing)}; "
-            f"the file contains {', '.join(archive.files) or 'no arrays'}"
+            f"{path}: missing array(s) {', '.join(missing)}. "
+            f"The file contains {', '.join(archive.files) or 'no arrays'}"
         )
 
 
@@ -98,7 +98,7 @@ def validate_inputs(tokens, weights, dataset_path):
 
 
 def load_inputs(dataset_path, init_path):
-    """Load and cross-check both files; return (tokens, labels, weights)."""
+    """Load both files, check them against each other and return (tokens, labels, weights)."""
     tokens, labels = load_dataset(dataset_path)
     weights = load_init(init_path)
     validate_inputs(tokens, weights, dataset_path)
@@ -129,19 +129,27 @@ def add_repeats_argument(parser):
         "--repeats",
         type=positive_int,
         default=1,
-        help="timed runs from the same initial weights; seconds is the minimum over them",
+        help="timed runs from the same initial weights; seconds is the minimum wall-clock time",
     )
 
 
 def time_repeats(run, repeats):
-    """Call run() `repeats` times; return (last result, list of wall-clock seconds per call)."""
-    seconds_all = []
+    """Call run() `repeats` times and measure each call.
+
+    Returns (last result, wall-clock seconds per call, CPU seconds per call). The CPU
+    seconds are time.process_time, summed over all threads of this process, so other
+    load on the machine inflates them less than the wall-clock seconds.
+    """
+    wall_seconds = []
+    cpu_seconds = []
     result = None
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall_start = time.perf_counter()
+        cpu_start = time.process_time()
         result = run()
-        seconds_all.append(time.perf_counter() - start)
-    return result, seconds_all
+        cpu_seconds.append(time.process_time() - cpu_start)
+        wall_seconds.append(time.perf_counter() - wall_start)
+    return result, wall_seconds, cpu_seconds
 
 
 def nonnegative_int(text):
@@ -166,7 +174,7 @@ def print_result(result):
 
 
 def configure_xla_threads(threads):
-    """Set XLA_FLAGS for `threads` CPU threads; call this before the first `import jax`.
+    """Set XLA_FLAGS for `threads` CPU threads. Call this before the first `import jax`.
 
     For 1 thread this adds `--xla_cpu_multi_thread_eigen=false`, which turns off the
     intra-op Eigen thread pool. XLA has no flag for another count (jaxlib 0.10.2

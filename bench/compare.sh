@@ -13,9 +13,11 @@
 #
 # Every process runs pinned to core N (default 0) by taskset, with one thread. The Python
 # times cover the compiled loop only (no imports, loading or compilation); the attnflow
-# times are `wall_seconds` of summary.json, which also covers building the dataset,
-# recording observables and writing the run folder. Each time is the median of K runs
-# (default 1). Final losses agree when their relative difference is at most 1e-6.
+# times cover the whole run (`wall_seconds` of summary.json, and the CPU time of the
+# process), so they also include building the dataset, recording observables and writing
+# the run folder. Both wall-clock and CPU seconds are reported, since CPU seconds suffer
+# less from other load on the machine. Each time is the median of K runs (default 1).
+# Final losses agree when their relative difference is at most 1e-6.
 #
 # The Python packages come from bench/requirements.txt. The script creates bench/.venv with
 # them on first use (about 6 GB, because the PyPI torch wheel brings CUDA libraries); set
@@ -81,23 +83,31 @@ open(target, "w").write(text)
 EOF
 }
 
-# Runs attnflow K times; appends {"case", "framework", "seconds_all", "final_loss"}.
-# Usage: time_attnflow CASE LABEL CONFIG INPUT_DIR [ARGS...]
+# Runs attnflow K times; appends {"case", "framework", "seconds_all", "cpu_seconds_all",
+# "final_loss"}. Wall seconds are summary.json's wall_seconds; CPU seconds are the user plus
+# system time of the whole process. Usage: time_attnflow CASE LABEL CONFIG INPUT_DIR [ARGS...]
 time_attnflow() {
     local case_name="$1" label="$2" config="$3" inputs="$4"
     shift 4
-    local seconds=()
-    for ((i = 0; i < repeats; i++)); do
+    "$python" - "$case_name" "$label" "$repeats" "$work/run" "$results" \
         "${pinned[@]}" "$attnflow" run "$config" --out "$work/run" --quiet --no-save-inputs \
-            --dataset "$inputs/dataset.npz" --init-weights "$inputs/init_weights.npz" "$@" \
-            > /dev/null
-        seconds+=("$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["wall_seconds"])' "$work/run/summary.json")")
-        final_loss="$("$python" -c 'import json,sys; print(repr(json.load(open(sys.argv[1]))["final_loss"]))' "$work/run/summary.json")"
-        rm -rf "$work/run"
-    done
-    local joined
-    joined="$(IFS=,; echo "${seconds[*]}")"
-    echo "{\"case\": \"$case_name\", \"framework\": \"$label\", \"seconds_all\": [$joined], \"final_loss\": $final_loss}" >> "$results"
+        --dataset "$inputs/dataset.npz" --init-weights "$inputs/init_weights.npz" "$@" <<'PYTHON'
+import json, os, resource, shutil, subprocess, sys
+case, label, repeats, run_dir, results, *command = sys.argv[1:]
+wall, cpu = [], []
+for _ in range(int(repeats)):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    wall.append(summary["wall_seconds"])
+    shutil.rmtree(run_dir)
+row = {"case": case, "framework": label, "seconds_all": wall, "cpu_seconds_all": cpu,
+       "final_loss": summary["final_loss"]}
+with open(results, "a") as out:
+    out.write(json.dumps(row) + "\n")
+PYTHON
 }
 
 # Runs a baseline script once with K timed repeats; appends its JSON line with the case.
@@ -150,24 +160,27 @@ if has_case theory; then
     time_baseline theory diffrax_flow.py "$work/theory" --t-end 280 --rtol 1e-8 --atol 1e-12
 fi
 
-# One table row per (case, baseline): attnflow's median time, the baseline's, the ratio
-# and whether the final losses agree to 1e-6 relative.
+# One table row per (case, baseline, attnflow engine): median wall and CPU seconds of each
+# side, the ratios, and whether the final losses agree to 1e-6 relative.
 "$python" - "$results" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-print(f"{'case':<10} {'baseline':<16} {'attnflow':<20} {'s':>9} {'baseline s':>11} "
-      f"{'speedup':>8}  losses (attnflow / baseline)")
+print(f"{'case':<10} {'baseline':<15} {'attnflow':<19} {'wall s':>15} {'wall x':>7} "
+      f"{'CPU s':>15} {'CPU x':>7}  final losses")
 for case in dict.fromkeys(row["case"] for row in rows):
     ours = [r for r in rows if r["case"] == case and r["framework"].startswith("attnflow")]
     others = [r for r in rows if r["case"] == case and not r["framework"].startswith("attnflow")]
     for other in others:
-        other_seconds = statistics.median(other["seconds_all"])
+        other_wall = statistics.median(other["seconds_all"])
+        other_cpu = statistics.median(other["cpu_seconds_all"])
         for mine in ours:
-            seconds = statistics.median(mine["seconds_all"])
+            wall = statistics.median(mine["seconds_all"])
+            cpu = statistics.median(mine["cpu_seconds_all"])
             gap = abs(mine["final_loss"] - other["final_loss"]) / abs(other["final_loss"])
             verdict = "agree" if gap <= 1e-6 else "DIFFER"
-            print(f"{case:<10} {other['framework']:<16} {mine['framework']:<20} "
-                  f"{seconds:9.3f} {other_seconds:11.3f} {other_seconds / seconds:7.1f}x  "
-                  f"{mine['final_loss']:.10e} / {other['final_loss']:.10e} "
-                  f"({verdict}, rel. gap {gap:.1e})")
+            print(f"{case:<10} {other['framework']:<15} {mine['framework']:<19} "
+                  f"{wall:6.3f} /{other_wall:7.3f} {other_wall / wall:6.1f}x "
+                  f"{cpu:6.3f} /{other_cpu:7.3f} {other_cpu / cpu:6.1f}x  "
+                  f"{mine['final_loss']:.9e} / {other['final_loss']:.9e} "
+                  f"({verdict}, relative gap {gap:.1e})")
 EOF

@@ -143,5 +143,117 @@ fn whole_runs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gradient_field, reduced_across_widths, whole_runs);
+/// CPU time of the calling thread in seconds, from /proc/thread-self/schedstat (Linux), or
+/// `None` where that file is missing.
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanoseconds: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(nanoseconds * 1e-9)
+}
+
+/// Sizes that set the cost of one gradient-field evaluation.
+struct Sizes {
+    n: f64,
+    seq_len: f64,
+    d: f64,
+    m: f64,
+    m1: f64,
+    /// Distinct (key, query) token pairs of the training set.
+    pairs: f64,
+    /// Distinct tokens of the training set (entries of rho that can be non-zero).
+    tokens: f64,
+}
+
+impl Sizes {
+    fn of(config: &Config, dynamics: &Dynamics) -> Sizes {
+        let train = &dynamics.data.train;
+        let pairs = attnflow::forward::PairIndex::new(train).pairs.len();
+        let mut seen = vec![false; train.vocab_size];
+        (0..train.len()).for_each(|i| train.sample(i).iter().for_each(|&k| seen[k] = true));
+        Sizes {
+            n: train.len() as f64,
+            seq_len: train.seq_len as f64,
+            d: train.vocab_size as f64,
+            m: config.model.m as f64,
+            m1: config.model.m1 as f64,
+            pairs: pairs as f64,
+            tokens: seen.iter().filter(|&&s| s).count() as f64,
+        }
+    }
+
+    /// Floating-point operations of the forward pass and sensitivities, counting each exp
+    /// as one: per sample 11 L^2 + 4 L + 10.
+    fn forward_flops(&self) -> f64 {
+        let l = self.seq_len;
+        self.n * (11.0 * l * l + 4.0 * l + 10.0)
+    }
+
+    /// (flops, bytes) of one evaluation; bytes count every load and store of the vector
+    /// kernels (an axpy element moves 24 bytes, a dot element 16), whatever cache serves it.
+    fn cost(&self, engine: EngineKind) -> (f64, f64) {
+        let Sizes {
+            d,
+            m,
+            m1,
+            pairs: p,
+            tokens: t,
+            ..
+        } = *self;
+        match engine {
+            EngineKind::Parameter => (
+                4.0 * m1 * m + 2.0 * d * m + 4.0 * t * m + 6.0 * p * m + self.forward_flops(),
+                56.0 * m1 * m + 40.0 * d * m + 48.0 * t * m + 64.0 * p * m,
+            ),
+            EngineKind::Reduced => (
+                8.0 * p * d + 11.0 * d * d + 5.0 * d + self.forward_flops(),
+                96.0 * p * d + 144.0 * d * d,
+            ),
+        }
+    }
+}
+
+/// Prints, for each engine and preset, the operation count of one gradient-field
+/// evaluation, its CPU time, and the achieved GFLOP/s and GB/s. The CPU time excludes time
+/// the thread waits for a core, so the figures hold on a shared machine.
+fn throughput(_c: &mut Criterion) {
+    for (name, preset) in [("paper", "paper-figure1.toml"), ("theory", "theory.toml")] {
+        for engine in [EngineKind::Parameter, EngineKind::Reduced] {
+            let config = with_engine(config(preset, |text| text), engine);
+            let (mut dynamics, y0) = prepared(&config);
+            let sizes = Sizes::of(&config, &dynamics);
+            let (flops, bytes) = sizes.cost(engine);
+            let mut dy = vec![0.0; y0.len()];
+            let (Some(start), wall) = (thread_cpu_seconds(), Instant::now()) else {
+                println!("throughput: /proc/thread-self/schedstat is missing, skipped");
+                return;
+            };
+            let mut evaluations = 0u64;
+            while wall.elapsed() < Duration::from_secs(2) {
+                black_box(dynamics.flow(black_box(&y0), &mut dy));
+                evaluations += 1;
+            }
+            let seconds = (thread_cpu_seconds().unwrap_or(start) - start) / evaluations as f64;
+            println!(
+                "throughput {name}/{}: P = {}, D = {}, {:.3} MFLOP and {:.2} MB per \
+                 evaluation, {:.1} us CPU, {:.2} GFLOP/s, {:.1} GB/s",
+                engine.name(),
+                sizes.pairs,
+                sizes.tokens,
+                flops * 1e-6,
+                bytes * 1e-6,
+                seconds * 1e6,
+                flops / seconds * 1e-9,
+                bytes / seconds * 1e-9
+            );
+        }
+    }
+}
+
+criterion_group!(
+    benches,
+    throughput,
+    gradient_field,
+    reduced_across_widths,
+    whole_runs
+);
 criterion_main!(benches);
