@@ -15,6 +15,7 @@
 
 use ndarray::{Array1, Array2, ArrayView2};
 
+use super::pair_rows::PairRows;
 use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
 use crate::linalg::{axpy, dot};
 use crate::model::Params;
@@ -31,6 +32,8 @@ pub struct ParameterEngine {
     /// Key and query increments of a gradient-descent step, kept so that steps do not
     /// allocate.
     step: Vec<f64>,
+    /// Training pairs grouped by key and by query row.
+    pair_rows: Option<PairRows>,
 }
 
 /// Offsets of the four blocks in the flat state.
@@ -52,6 +55,7 @@ impl ParameterEngine {
             u: vec![0.0; params.width()],
             value_direction: vec![0.0; params.width()],
             step: Vec::new(),
+            pair_rows: None,
         };
         let mut y = Vec::with_capacity(engine.state_len());
         y.extend(params.w.iter());
@@ -93,6 +97,18 @@ impl ParameterEngine {
 
     fn row<'a>(&self, block: &'a [f64], k: usize) -> &'a [f64] {
         &block[k * self.m..(k + 1) * self.m]
+    }
+
+    /// The pair orders for `pairs`, rebuilt only when the pair list changes.
+    fn pair_rows(&mut self, pairs: &[(usize, usize)]) -> &PairRows {
+        if !self
+            .pair_rows
+            .as_ref()
+            .is_some_and(|rows| rows.matches(pairs))
+        {
+            self.pair_rows = Some(PairRows::new(pairs));
+        }
+        self.pair_rows.as_ref().expect("set just above")
     }
 
     /// u = W^T a.
@@ -160,23 +176,11 @@ impl Engine for ParameterEngine {
             axpy(sign, &self.value_direction, row);
         }
 
-        // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T, pair by pair.
+        // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T.
         let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
-        for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
-            if delta == 0.0 {
-                continue;
-            }
-            axpy(
-                delta,
-                self.row(queries, query),
-                &mut dy[layout.k.start + key * m..][..m],
-            );
-            axpy(
-                delta,
-                self.row(keys, key),
-                &mut dy[layout.q.start + query * m..][..m],
-            );
-        }
+        let (d_keys, d_queries) = dy[layout.k.start..layout.q.end].split_at_mut(self.d * m);
+        self.pair_rows(sens.pairs)
+            .accumulate(sens.delta, keys, queries, d_keys, d_queries, m);
     }
 
     fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
@@ -216,13 +220,8 @@ impl Engine for ParameterEngine {
         step.resize(2 * block, 0.0);
         let (d_keys, d_queries) = step.split_at_mut(block);
         let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
-        for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
-            if delta == 0.0 {
-                continue;
-            }
-            axpy(delta, self.row(queries, query), &mut d_keys[key * m..][..m]);
-            axpy(delta, self.row(keys, key), &mut d_queries[query * m..][..m]);
-        }
+        self.pair_rows(sens.pairs)
+            .accumulate(sens.delta, keys, queries, d_keys, d_queries, m);
         axpy(eta, &step, &mut y[layout.k.start..layout.q.end]);
         self.step = step;
     }
