@@ -53,6 +53,12 @@ fn gradient_field(c: &mut Criterion) {
     group.finish();
 }
 
+/// Whether this is a timing run (`cargo bench`) rather than a check that the benchmarks
+/// work (`cargo test --all-targets`, which runs each benchmark once without `--bench`).
+fn timing_run() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
 /// Median seconds per gradient-field evaluation over `rounds` timed batches.
 fn seconds_per_evaluation(dynamics: &mut Dynamics, y: &[f64], rounds: usize) -> f64 {
     let mut dy = vec![0.0; y.len()];
@@ -86,9 +92,14 @@ fn reduced_across_widths(c: &mut Criterion) {
         group.bench_function(format!("m={m}"), |b| {
             b.iter(|| black_box(dynamics.flow(black_box(&y0), &mut dy)))
         });
-        medians.push(seconds_per_evaluation(&mut dynamics, &y0, 41));
+        if timing_run() {
+            medians.push(seconds_per_evaluation(&mut dynamics, &y0, 41));
+        }
     }
     group.finish();
+    if !timing_run() {
+        return;
+    }
     println!(
         "reduced engine, d = 259: {:.1} us per evaluation at m = 128, {:.1} us at m = 10^6, \
          ratio {:.3}",
@@ -120,7 +131,7 @@ fn whole_run(config: &Config) {
     black_box(state.y);
 }
 
-/// The paper's experiment: 3000 gradient-descent steps (a tenth of the full run), and
+/// The paper-figure1 preset: 3000 gradient-descent steps (a tenth of the full run), and
 /// gradient flow by Dormand-Prince 5(4) to t = 300 with 10 output times.
 fn whole_runs(c: &mut Criterion) {
     let mut group = c.benchmark_group("run");
@@ -216,6 +227,9 @@ impl Sizes {
 /// evaluation, its CPU time, and the achieved GFLOP/s and GB/s. The CPU time excludes time
 /// the thread waits for a core, so the figures hold on a shared machine.
 fn throughput(_c: &mut Criterion) {
+    if !timing_run() {
+        return;
+    }
     for (name, preset) in [("paper", "paper-figure1.toml"), ("theory", "theory.toml")] {
         for engine in [EngineKind::Parameter, EngineKind::Reduced] {
             let config = with_engine(config(preset, |text| text), engine);

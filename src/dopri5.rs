@@ -26,7 +26,7 @@ use crate::linalg::dispatch;
 mod tableau {
     pub const C: [f64; 7] = [0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0];
 
-    /// Row s holds a_{s+1, 1..s}; the last row is the 5th-order weights b.
+    /// Row s contains a_{s+1, 1..s}. The last row is the 5th-order weights b.
     pub const A: [&[f64]; 6] = [
         &[1.0 / 5.0],
         &[3.0 / 40.0, 9.0 / 40.0],
@@ -92,7 +92,7 @@ pub struct Controls {
     pub fac_max: f64,
     /// Largest step; `ode_solvers` uses the length of the interval.
     pub h_max: f64,
-    /// First step; 0 asks for the automatic estimate.
+    /// First step, or 0 for the automatic estimate.
     pub h_initial: f64,
     /// Largest number of attempted steps; one more ends the call with a step limit.
     pub max_steps: u32,
@@ -115,7 +115,7 @@ impl Controls {
     }
 }
 
-/// Why a call ended without reaching its end time or a stop requested by the system.
+/// Failure that ended a call before its end time and before any stop the system requested.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Failure {
     /// More than `max_steps` steps were attempted; the last accepted state is kept.
@@ -616,7 +616,8 @@ mod tests {
         // Four steps were attempted; rejections before the first acceptance are not counted.
         assert!(segment.accepted >= 1);
         assert!(segment.accepted + segment.rejected <= 4);
-        assert!(segment.t > 0.0 && segment.t < 100.0);
+        assert!(segment.t > 0.0);
+        assert!(segment.t < 100.0);
         let t_previous = segment.t_previous.expect("a step was accepted");
         assert!(t_previous < segment.t);
     }

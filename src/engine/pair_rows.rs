@@ -69,7 +69,7 @@ impl PairRows {
     }
 }
 
-/// Which token of a pair names the target row; the other names the source row.
+/// Token of a pair that names the target row. The other token names the source row.
 #[derive(Clone, Copy)]
 enum Side {
     Key,
