@@ -54,6 +54,17 @@ mod tableau {
         ],
     ];
 
+    /// Weights of the 4th-order dense output of stages 1, 3, 4, 5, 6, 7 (Hairer, Norsett and
+    /// Wanner, Solving ODE I, section II.6); stage 2 has weight 0.
+    pub const D: [f64; 6] = [
+        -12715105075.0 / 11282082432.0,
+        87487479700.0 / 32700410799.0,
+        -10690763975.0 / 1880347072.0,
+        701980252875.0 / 199316789632.0,
+        -1453857185.0 / 822651844.0,
+        69997945.0 / 29380423.0,
+    ];
+
     /// Error weights (5th minus 4th order) of stages 1, 3, 4, 5, 6, 7; stage 2 has weight 0.
     pub const E: [f64; 6] = [
         71.0 / 57600.0,
@@ -167,6 +178,39 @@ impl Dopri5 {
     /// State at [`Segment::t_previous`] of the last call.
     pub fn previous(&self) -> &[f64] {
         &self.previous
+    }
+
+    /// Writes the 4th-order dense output at `t_previous + theta h` into `out`, for the last
+    /// accepted step of the last call: from `t_previous` (state [`Dopri5::previous`]) to
+    /// `t_previous + h` (state `y`, as that call left it). With k1 and k7 the derivatives at
+    /// both ends and e = h sum_s D_s k_s, it is
+    ///
+    /// ```text
+    /// y_prev + theta (dy + (1 - theta) (h k1 - dy + theta (2 dy - h k1 - h k7 + (1 - theta) e)))
+    /// ```
+    ///
+    /// with dy = y - y_prev. Valid only until the next call, which reuses the stages.
+    pub fn interpolate(&self, y: &[f64], h: f64, theta: f64, out: &mut [f64]) {
+        // After an accepted step, stage 0 is k7 (f at the new state) and stage 6 is the k1
+        // of that step, because the two buffers were swapped.
+        let [k7, _, k3, k4, k5, k6, k1] = &self.stages;
+        let d = tableau::D;
+        let rest = 1.0 - theta;
+        for (i, value) in out.iter_mut().enumerate() {
+            let start = self.previous[i];
+            let change = y[i] - start;
+            let slope_start = k1[i] * h - change;
+            let slope_end = change - k7[i] * h - slope_start;
+            let curvature = (k1[i] * d[0]
+                + k3[i] * d[1]
+                + k4[i] * d[2]
+                + k5[i] * d[3]
+                + k6[i] * d[4]
+                + k7[i] * d[5])
+                * h;
+            *value = start
+                + theta * (change + rest * (slope_start + theta * (slope_end + rest * curvature)));
+        }
     }
 
     /// Integrates from `t0` towards `t1`, replacing `y` by the last accepted state.
@@ -645,6 +689,43 @@ mod tests {
             assert!(
                 (v - exact).abs() < 1e-8 * exact,
                 "entry {i}: {v} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn dense_output_between_steps() {
+        // dy/dt = -y with y(0) = 1: the interpolant must follow exp(-t) inside a step and
+        // meet both ends of it.
+        struct Decay;
+        impl OdeSystem for Decay {
+            fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
+                dy[0] = -y[0];
+            }
+            fn accepted(&mut self, t: f64, _y: &[f64], _dy: &[f64]) -> bool {
+                t > 0.5
+            }
+        }
+        let mut y = vec![1.0];
+        let controls = Controls::new(1e-9, 1e-12, 2.0, 0.0, 10_000);
+        let mut stepper = Dopri5::new(1);
+        let segment = stepper.integrate(&mut Decay, &controls, 0.0, 2.0, &mut y);
+        let t_previous = segment.t_previous.expect("steps were accepted");
+        let h = segment.t - t_previous;
+        assert!(h > 0.0);
+
+        let mut out = [0.0];
+        stepper.interpolate(&y, h, 0.0, &mut out);
+        assert_eq!(out[0], stepper.previous()[0]);
+        stepper.interpolate(&y, h, 1.0, &mut out);
+        assert!((out[0] - y[0]).abs() <= 1e-15);
+        for theta in [0.1, 0.37, 0.5, 0.9] {
+            stepper.interpolate(&y, h, theta, &mut out);
+            let exact = (-(t_previous + theta * h)).exp();
+            assert!(
+                (out[0] - exact).abs() < 1e-9,
+                "theta {theta}: {} vs {exact}",
+                out[0]
             );
         }
     }
