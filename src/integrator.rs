@@ -374,3 +374,90 @@ fn advance_ode_solvers(
         step_limit,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::experiment::prepare;
+
+    /// A small sampled-filler problem with all sizes different (n 12, L 4, d 16, m 8, m1 6).
+    fn small_problem() -> (Dynamics, Vec<f64>) {
+        let text = r#"
+            seed = 3
+            [task]
+            n = 12
+            L = 4
+            d = 16
+            fillers = "sampled"
+            n_test = 12
+            [model]
+            m = 8
+            m1 = 6
+            [init]
+            scheme = "kaiming-uniform"
+            [train]
+            engine = "parameter"
+            integrator = "dopri5"
+            t_end = 5.0
+        "#;
+        let config = Config::from_toml(text).expect("valid config");
+        let prepared = prepare(&config).expect("problem prepares");
+        (prepared.dynamics, prepared.y0)
+    }
+
+    fn advance(method: IntegratorKind, watch: EventWatch, step_hint: f64) -> (Advance, Vec<f64>) {
+        let (mut dynamics, mut y) = small_problem();
+        let tolerances = Tolerances {
+            rtol: 1e-9,
+            atol: 1e-12,
+        };
+        let advance = advance_flow(
+            &mut dynamics,
+            method,
+            tolerances,
+            watch,
+            &mut y,
+            0.0,
+            5.0,
+            step_hint,
+            10_000,
+        )
+        .expect("integration succeeds");
+        (advance, y)
+    }
+
+    #[test]
+    fn dopri5_matches_ode_solvers_run() {
+        let watches = [
+            EventWatch::default(),
+            // The loss starts near log 2 = 0.693, so this target is met within a few steps.
+            EventWatch {
+                all_correct: true,
+                target_loss: Some(0.69),
+            },
+        ];
+        for watch in watches {
+            for step_hint in [0.0, 1e-3] {
+                let (own, own_y) = advance(IntegratorKind::Dopri5, watch, step_hint);
+                let (crate_run, crate_y) =
+                    advance(IntegratorKind::OdeSolversDopri5, watch, step_hint);
+                let case = format!("watch {watch:?}, hint {step_hint}");
+
+                assert_eq!(own_y, crate_y, "{case}");
+                assert_eq!(own.t, crate_run.t, "{case}");
+                assert_eq!(own.counts, crate_run.counts, "{case}");
+                assert_eq!(own.event, crate_run.event, "{case}");
+                assert_eq!(own.step_hint, crate_run.step_hint, "{case}");
+                assert_eq!(own.step_limit, crate_run.step_limit, "{case}");
+                assert_eq!(own.previous, crate_run.previous, "{case}");
+                // The watched runs stop at the event; the others at the chunk limit.
+                let watched = watch.target_loss.is_some();
+                assert_eq!(own.event, watched, "{case}");
+                if !watched {
+                    assert_eq!(own.counts.accepted_steps, CHUNK_STEPS as u64, "{case}");
+                }
+            }
+        }
+    }
+}
