@@ -20,6 +20,8 @@ pub struct Dynamics {
     pub test_eval: Evaluation,
     /// Number of gradient evaluations so far (forward and backward pass on the training set).
     pub gradient_evaluations: u64,
+    /// Buffers of the gradient-flow stepper, kept between solver calls.
+    pub(crate) stepper: Option<crate::dopri5::Dopri5>,
 }
 
 impl Dynamics {
@@ -40,6 +42,7 @@ impl Dynamics {
             engine,
             data,
             gradient_evaluations: 0,
+            stepper: None,
         }
     }
 

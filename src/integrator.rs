@@ -1,10 +1,13 @@
 //! Time integration of the training dynamics.
 //!
-//! Gradient flow uses the embedded Runge-Kutta pairs of `ode_solvers` (Dormand-Prince 5(4)
-//! or 8(5,3)) under a mixed error test `|err_i| <= atol + rtol |y_i|` in the RMS norm. The
-//! solver runs one segment at a time between output times, so outputs are hit exactly and
-//! only one state is kept in memory. Each segment starts from the solver's own initial step
-//! estimate; a resumed run therefore repeats an uninterrupted one exactly.
+//! Gradient flow uses embedded Runge-Kutta pairs (Dormand-Prince 5(4) or 8(5,3)) under a
+//! mixed error test `|err_i| <= atol + rtol |y_i|` in the RMS norm. `dopri5` is the
+//! allocation-free stepper of [`crate::dopri5`]; `ode-solvers-dopri5` and `dop853` call the
+//! `ode_solvers` crate, whose Dormand-Prince 5(4) takes the same steps but allocates new
+//! state-sized vectors for every stage. The solver runs one segment at a time between output
+//! times, so outputs are hit exactly and only one state is kept in memory. Each segment
+//! starts from the solver's own initial step estimate; a resumed run therefore repeats an
+//! uninterrupted one exactly.
 //!
 //! Gradient descent with step eta is the explicit Euler method of the flow, with time
 //! t = eta x step.
@@ -12,6 +15,8 @@
 use std::cell::{Cell, RefCell};
 
 use ode_solvers::dop_shared::IntegrationError;
+
+use crate::dopri5::{self, OdeSystem};
 use ode_solvers::{DVector, Dop853, Dopri5, OutputType, System};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +31,9 @@ pub enum IntegratorKind {
     GradientDescent,
     /// Gradient flow by Dormand-Prince 5(4) with adaptive steps.
     Dopri5,
+    /// The same method and controller through the `ode_solvers` crate (slower: it allocates
+    /// per stage), kept to cross-check `dopri5`.
+    OdeSolversDopri5,
     /// Gradient flow by Dormand-Prince 8(5,3) with adaptive steps.
     Dop853,
 }
@@ -35,6 +43,7 @@ impl IntegratorKind {
         match self {
             IntegratorKind::GradientDescent => "gradient-descent",
             IntegratorKind::Dopri5 => "dopri5",
+            IntegratorKind::OdeSolversDopri5 => "ode-solvers-dopri5",
             IntegratorKind::Dop853 => "dop853",
         }
     }
@@ -143,6 +152,31 @@ fn last_two(times: &[f64], states: &[DVector<f64>]) -> (Vec<(f64, Vec<f64>)>, f6
     (pairs, hint)
 }
 
+/// The gradient field for [`dopri5::Dopri5`], with the same chunk limit and event check as
+/// [`FlowSystem`].
+struct FlowProblem<'a> {
+    dynamics: &'a mut Dynamics,
+    watch: EventWatch,
+    accepted: u32,
+    event: bool,
+}
+
+impl OdeSystem for FlowProblem<'_> {
+    fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
+        self.dynamics.flow(y, dy);
+    }
+
+    fn accepted(&mut self, _t: f64, _y: &[f64], _dy: &[f64]) -> bool {
+        self.accepted += 1;
+        // The last stage was evaluated at the accepted state, so the training outputs and
+        // loss in `dynamics` are current and need no extra forward pass.
+        if self.watch.all_correct || self.watch.target_loss.is_some() {
+            self.event = self.watch.is_met(self.dynamics);
+        }
+        self.event || self.accepted >= CHUNK_STEPS
+    }
+}
+
 /// Integrates gradient flow from `t0` towards `t1`, replacing `y` by the state reached.
 ///
 /// The call ends at `t1`, after a chunk of accepted steps, or at the first accepted step
@@ -150,6 +184,75 @@ fn last_two(times: &[f64], states: &[DVector<f64>]) -> (Vec<(f64, Vec<f64>)>, f6
 /// `max_steps` bounds the accepted and rejected steps of the call.
 #[allow(clippy::too_many_arguments)]
 pub fn advance_flow(
+    dynamics: &mut Dynamics,
+    method: IntegratorKind,
+    tolerances: Tolerances,
+    watch: EventWatch,
+    y: &mut Vec<f64>,
+    t0: f64,
+    t1: f64,
+    step_hint: f64,
+    max_steps: u64,
+) -> Result<Advance, Error> {
+    if method != IntegratorKind::Dopri5 {
+        return advance_ode_solvers(
+            dynamics, method, tolerances, watch, y, t0, t1, step_hint, max_steps,
+        );
+    }
+
+    // The stepper's buffers live in `dynamics` between calls, so a run allocates them once.
+    let mut stepper = match dynamics.stepper.take() {
+        Some(stepper) if stepper.len() == y.len() => stepper,
+        _ => dopri5::Dopri5::new(y.len()),
+    };
+    let n_max = max_steps.min(u32::MAX as u64) as u32;
+    let controls =
+        dopri5::Controls::new(tolerances.rtol, tolerances.atol, t1 - t0, step_hint, n_max);
+    let mut problem = FlowProblem {
+        dynamics,
+        watch,
+        accepted: 0,
+        event: false,
+    };
+    let segment = stepper.integrate(&mut problem, &controls, t0, t1, y);
+    let event = problem.event;
+    let previous = segment.t_previous.map(|t| (t, stepper.previous().to_vec()));
+    problem.dynamics.stepper = Some(stepper);
+
+    let step_limit = match segment.failure {
+        None => false,
+        Some(dopri5::Failure::StepLimit { .. }) => true,
+        Some(dopri5::Failure::StepSizeUnderflow { t }) => {
+            return Err(Error::Integration {
+                time: t,
+                reason: "the step size fell below the rounding of t; if the state is finite, \
+                         loosen rtol/atol"
+                    .to_string(),
+            });
+        }
+    };
+    let t = segment.t;
+    let reached_end = (t - t1).abs() <= 1e-12 * t1.abs().max(1.0);
+    Ok(Advance {
+        t: if reached_end { t1 } else { t },
+        previous,
+        event,
+        step_hint: if segment.step_hint > 0.0 {
+            segment.step_hint
+        } else {
+            step_hint
+        },
+        counts: SolverCounts {
+            accepted_steps: segment.accepted as u64,
+            rejected_steps: segment.rejected as u64,
+        },
+        step_limit,
+    })
+}
+
+/// [`advance_flow`] through the `ode_solvers` crate.
+#[allow(clippy::too_many_arguments)]
+fn advance_ode_solvers(
     dynamics: &mut Dynamics,
     method: IntegratorKind,
     tolerances: Tolerances,
@@ -176,7 +279,7 @@ pub fn advance_flow(
     // Sparse output stores every accepted state of the call; the chunk limit bounds them.
     // The controller settings are the solvers' defaults.
     let (result, (kept, hint)) = match method {
-        IntegratorKind::Dopri5 => {
+        IntegratorKind::Dopri5 | IntegratorKind::OdeSolversDopri5 => {
             let mut solver = Dopri5::from_param(
                 system,
                 t0,
@@ -270,4 +373,91 @@ pub fn advance_flow(
         counts,
         step_limit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::experiment::prepare;
+
+    /// A small sampled-filler problem with all sizes different (n 12, L 4, d 16, m 8, m1 6).
+    fn small_problem() -> (Dynamics, Vec<f64>) {
+        let text = r#"
+            seed = 3
+            [task]
+            n = 12
+            L = 4
+            d = 16
+            fillers = "sampled"
+            n_test = 12
+            [model]
+            m = 8
+            m1 = 6
+            [init]
+            scheme = "kaiming-uniform"
+            [train]
+            engine = "parameter"
+            integrator = "dopri5"
+            t_end = 5.0
+        "#;
+        let config = Config::from_toml(text).expect("valid config");
+        let prepared = prepare(&config).expect("problem prepares");
+        (prepared.dynamics, prepared.y0)
+    }
+
+    fn advance(method: IntegratorKind, watch: EventWatch, step_hint: f64) -> (Advance, Vec<f64>) {
+        let (mut dynamics, mut y) = small_problem();
+        let tolerances = Tolerances {
+            rtol: 1e-9,
+            atol: 1e-12,
+        };
+        let advance = advance_flow(
+            &mut dynamics,
+            method,
+            tolerances,
+            watch,
+            &mut y,
+            0.0,
+            5.0,
+            step_hint,
+            10_000,
+        )
+        .expect("integration succeeds");
+        (advance, y)
+    }
+
+    #[test]
+    fn dopri5_matches_ode_solvers_run() {
+        let watches = [
+            EventWatch::default(),
+            // The loss starts near log 2 = 0.693, so this target is met within a few steps.
+            EventWatch {
+                all_correct: true,
+                target_loss: Some(0.69),
+            },
+        ];
+        for watch in watches {
+            for step_hint in [0.0, 1e-3] {
+                let (own, own_y) = advance(IntegratorKind::Dopri5, watch, step_hint);
+                let (crate_run, crate_y) =
+                    advance(IntegratorKind::OdeSolversDopri5, watch, step_hint);
+                let case = format!("watch {watch:?}, hint {step_hint}");
+
+                assert_eq!(own_y, crate_y, "{case}");
+                assert_eq!(own.t, crate_run.t, "{case}");
+                assert_eq!(own.counts, crate_run.counts, "{case}");
+                assert_eq!(own.event, crate_run.event, "{case}");
+                assert_eq!(own.step_hint, crate_run.step_hint, "{case}");
+                assert_eq!(own.step_limit, crate_run.step_limit, "{case}");
+                assert_eq!(own.previous, crate_run.previous, "{case}");
+                // The watched runs stop at the event; the others at the chunk limit.
+                let watched = watch.target_loss.is_some();
+                assert_eq!(own.event, watched, "{case}");
+                if !watched {
+                    assert_eq!(own.counts.accepted_steps, CHUNK_STEPS as u64, "{case}");
+                }
+            }
+        }
+    }
 }

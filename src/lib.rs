@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dopri5;
 pub mod dynamics;
 pub mod engine;
 pub mod error;

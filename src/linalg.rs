@@ -1,9 +1,45 @@
 //! Small dense kernels on slices, written so the compiler vectorizes them.
+//!
+//! On x86-64 CPUs with AVX2 each kernel runs a copy compiled for AVX2, chosen at run time,
+//! instead of the SSE2 baseline. Both copies perform the same operations in the same order
+//! (Rust never contracts a multiply and an add into an FMA on its own), so results are
+//! bit-identical on every machine.
+
+/// Runs `$generic(args)` through a copy compiled with AVX2 when the CPU has it.
+macro_rules! dispatch {
+    ($generic:ident, $avx2:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn $avx2($($arg: $ty),*) -> $ret {
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { $avx2($($arg),*) };
+        }
+        return $generic($($arg),*);
+    };
+}
+
+pub(crate) use dispatch;
 
 /// Dot product with eight independent partial sums, so the loop vectorizes; the summation
 /// order is fixed, so results do not depend on the machine or thread count.
 pub fn dot(x: &[f64], y: &[f64]) -> f64 {
     assert_eq!(x.len(), y.len());
+    dispatch!(dot_kernel, dot_avx2, (x: &[f64], y: &[f64]) -> f64);
+}
+
+/// y += alpha x.
+pub fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
+    assert_eq!(x.len(), y.len());
+    dispatch!(axpy_kernel, axpy_avx2, (alpha: f64, x: &[f64], y: &mut [f64]) -> ());
+}
+
+#[inline(always)]
+fn dot_kernel(x: &[f64], y: &[f64]) -> f64 {
     let mut partial = [0.0; 8];
     let chunks = x.len() / 8 * 8;
     for (xs, ys) in x[..chunks].chunks_exact(8).zip(y[..chunks].chunks_exact(8)) {
@@ -24,9 +60,10 @@ pub fn dot(x: &[f64], y: &[f64]) -> f64 {
     (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
-/// y += alpha x.
-pub fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
-    assert_eq!(x.len(), y.len());
+/// [`axpy`] without the length check and dispatch, for kernels that dispatch once outside
+/// a loop of many short updates.
+#[inline(always)]
+pub(crate) fn axpy_kernel(alpha: f64, x: &[f64], y: &mut [f64]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += alpha * xi;
     }

@@ -390,13 +390,56 @@ fn integrate_to(
     Ok(())
 }
 
-/// Finds, by bisection on re-integrated states, the first time in (t_a, t_b] at which
-/// `condition` holds, given that it fails at t_a (state `y_a`) and holds at t_b.
+/// Finds the first time in (t_a, t_b] at which `condition` holds, given that it fails at
+/// t_a (state `y_a`) and holds at t_b (state `state.y`), where t_a and t_b are the ends of
+/// the last accepted solver step.
 ///
-/// Stops when the bracket is narrower than 1e-12 relative to t_b; returns the right end of
-/// the bracket and its state.
+/// Bisects on the stepper's dense output for `dopri5`, and on re-integrated states for the
+/// `ode_solvers` methods. Stops when the bracket is narrower than 1e-12 relative to t_b and
+/// returns the right end of the bracket and its state.
 #[allow(clippy::too_many_arguments)]
 fn locate_event(
+    dynamics: &mut Dynamics,
+    schedule: &Schedule,
+    state: &mut RunState,
+    condition: EventWatch,
+    t_a: f64,
+    y_a: &[f64],
+    t_b: f64,
+) -> Result<(f64, Vec<f64>), Error> {
+    if schedule.integrator != IntegratorKind::Dopri5 {
+        return locate_event_by_integration(dynamics, schedule, state, condition, t_a, y_a, t_b);
+    }
+    let stepper = dynamics
+        .stepper
+        .take()
+        .expect("the dopri5 stepper made the last step");
+    let h = t_b - t_a;
+    let (mut low, mut high) = (0.0, 1.0);
+    let mut y_high = state.y.clone();
+    let mut y_mid = vec![0.0; state.y.len()];
+    for _ in 0..100 {
+        if (high - low) * h <= 1e-12 * t_b.abs().max(f64::MIN_POSITIVE) {
+            break;
+        }
+        let mid = 0.5 * (low + high);
+        stepper.interpolate(&state.y, h, mid, &mut y_mid);
+        dynamics.evaluate_train_forward(&y_mid);
+        if condition.is_met(dynamics) {
+            high = mid;
+            y_high.copy_from_slice(&y_mid);
+        } else {
+            low = mid;
+        }
+    }
+    dynamics.stepper = Some(stepper);
+    let t_event = if high == 1.0 { t_b } else { t_a + high * h };
+    Ok((t_event, y_high))
+}
+
+/// [`locate_event`] by bisection on states re-integrated from t_a.
+#[allow(clippy::too_many_arguments)]
+fn locate_event_by_integration(
     dynamics: &mut Dynamics,
     schedule: &Schedule,
     state: &mut RunState,

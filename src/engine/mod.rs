@@ -6,6 +6,7 @@
 //!
 //! Both expose the state as one flat `f64` slice, so the same integrators drive them.
 
+mod pair_rows;
 mod parameter;
 mod reduced;
 

@@ -15,6 +15,7 @@
 
 use ndarray::{Array1, Array2, ArrayView2};
 
+use super::pair_rows::PairRows;
 use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
 use crate::linalg::{axpy, dot};
 use crate::model::Params;
@@ -28,6 +29,11 @@ pub struct ParameterEngine {
     u: Vec<f64>,
     /// W_V rho, scratch.
     value_direction: Vec<f64>,
+    /// Key and query increments of a gradient-descent step, kept so that steps do not
+    /// allocate.
+    step: Vec<f64>,
+    /// Training pairs grouped by key and by query row.
+    pair_rows: Option<PairRows>,
 }
 
 /// Offsets of the four blocks in the flat state.
@@ -48,6 +54,8 @@ impl ParameterEngine {
             d: params.vocab_size(),
             u: vec![0.0; params.width()],
             value_direction: vec![0.0; params.width()],
+            step: Vec::new(),
+            pair_rows: None,
         };
         let mut y = Vec::with_capacity(engine.state_len());
         y.extend(params.w.iter());
@@ -89,6 +97,18 @@ impl ParameterEngine {
 
     fn row<'a>(&self, block: &'a [f64], k: usize) -> &'a [f64] {
         &block[k * self.m..(k + 1) * self.m]
+    }
+
+    /// The pair orders for `pairs`, rebuilt only when the pair list changes.
+    fn pair_rows(&mut self, pairs: &[(usize, usize)]) -> &PairRows {
+        if !self
+            .pair_rows
+            .as_ref()
+            .is_some_and(|rows| rows.matches(pairs))
+        {
+            self.pair_rows = Some(PairRows::new(pairs));
+        }
+        self.pair_rows.as_ref().expect("set just above")
     }
 
     /// u = W^T a.
@@ -156,30 +176,54 @@ impl Engine for ParameterEngine {
             axpy(sign, &self.value_direction, row);
         }
 
-        // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T, pair by pair.
+        // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T.
         let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
-        for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
-            if delta == 0.0 {
-                continue;
-            }
-            axpy(
-                delta,
-                self.row(queries, query),
-                &mut dy[layout.k.start + key * m..][..m],
-            );
-            axpy(
-                delta,
-                self.row(keys, key),
-                &mut dy[layout.q.start + query * m..][..m],
-            );
-        }
+        let (d_keys, d_queries) = dy[layout.k.start..layout.q.end].split_at_mut(self.d * m);
+        self.pair_rows(sens.pairs)
+            .accumulate(sens.delta, keys, queries, d_keys, d_queries, m);
     }
 
     fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
-        // Gradient descent is the explicit Euler step of the flow in these coordinates.
-        let mut dy = vec![0.0; y.len()];
-        self.flow(y, sens, &mut dy);
-        axpy(eta, &dy, y);
+        // Gradient descent is the explicit Euler step of the flow in these coordinates. Each
+        // entry of W and W_V gets one flow term, so it is added to y directly; the key and
+        // query rows sum several terms per pair, so they are summed in `step` first. Every
+        // entry thus gets the same value as y += eta * flow(y).
+        let layout = self.layout();
+        let m = self.m;
+        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
+        for (k, &rho_k) in sens.rho.iter().enumerate() {
+            if rho_k != 0.0 {
+                axpy(
+                    rho_k,
+                    self.row(&y[layout.v.clone()], k),
+                    &mut self.value_direction,
+                );
+            }
+        }
+        for (k, &rho_k) in sens.rho.iter().enumerate() {
+            if rho_k != 0.0 {
+                let row = &mut y[layout.v.start + k * m..][..m];
+                for (value, &u) in row.iter_mut().zip(&self.u) {
+                    *value += eta * (rho_k * u);
+                }
+            }
+        }
+        for (row, &sign) in y[layout.w].chunks_exact_mut(m).zip(&self.a) {
+            for (w, &direction) in row.iter_mut().zip(&self.value_direction) {
+                *w += eta * (sign * direction);
+            }
+        }
+
+        let block = self.d * m;
+        let mut step = std::mem::take(&mut self.step);
+        step.clear();
+        step.resize(2 * block, 0.0);
+        let (d_keys, d_queries) = step.split_at_mut(block);
+        let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
+        self.pair_rows(sens.pairs)
+            .accumulate(sens.delta, keys, queries, d_keys, d_queries, m);
+        axpy(eta, &step, &mut y[layout.k.start..layout.q.end]);
+        self.step = step;
     }
 
     fn summary(&self, y: &[f64]) -> GramSummary {
@@ -207,5 +251,77 @@ impl Engine for ParameterEngine {
 
     fn reduced_state(&self, y: &[f64]) -> ReducedState {
         ReducedState::from_params(&self.params(y))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Weights with all dimensions different: m = 12, m1 = 7, d = 9.
+    fn random_params(rng: &mut ChaCha8Rng) -> Params {
+        let mut matrix = |rows: usize, cols: usize| {
+            Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0..1.0))
+        };
+        let (w, w_v, w_k, w_q) = (matrix(7, 12), matrix(12, 9), matrix(12, 9), matrix(12, 9));
+        let a = Array1::from_shape_fn(7, |j| if j % 3 == 0 { -1.0 } else { 1.0 });
+        Params {
+            w,
+            w_v,
+            w_k,
+            w_q,
+            a,
+        }
+    }
+
+    #[test]
+    fn descent_step_is_euler_step() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let params = random_params(&mut rng);
+        let (mut engine, y0) = ParameterEngine::new(&params);
+        // Token 4 has rho = 0 and pair (2, 5) has delta = 0, to cover the skipped terms.
+        let rho: Vec<f64> = (0..9)
+            .map(|k| {
+                if k == 4 {
+                    0.0
+                } else {
+                    rng.random_range(-1.0..1.0)
+                }
+            })
+            .collect();
+        let pairs = vec![(0, 1), (1, 0), (2, 5), (3, 3), (0, 8), (7, 1), (0, 1)];
+        let delta: Vec<f64> = (0..pairs.len())
+            .map(|p| {
+                if p == 2 {
+                    0.0
+                } else {
+                    rng.random_range(-1.0..1.0)
+                }
+            })
+            .collect();
+        let sens = Sensitivities {
+            rho: &rho,
+            pairs: &pairs,
+            delta: &delta,
+        };
+        let eta = 0.37;
+
+        let mut gamma = vec![0.0; 9];
+        engine.readouts(&y0, &mut gamma);
+        let mut dy = vec![0.0; y0.len()];
+        engine.flow(&y0, &sens, &mut dy);
+        let expected: Vec<f64> = y0.iter().zip(&dy).map(|(y, f)| y + eta * f).collect();
+
+        let mut y = y0.clone();
+        engine.descent_step(&mut y, &sens, eta);
+        assert_eq!(y, expected);
+        // A second step reuses the scratch buffers and must not see the first step's values.
+        engine.readouts(&y, &mut gamma);
+        engine.flow(&y, &sens, &mut dy);
+        let expected: Vec<f64> = y.iter().zip(&dy).map(|(y, f)| y + eta * f).collect();
+        engine.descent_step(&mut y, &sens, eta);
+        assert_eq!(y, expected);
     }
 }

@@ -22,7 +22,7 @@
 //! Delta costs O(pairs x d).
 
 use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
-use crate::linalg::{axpy, dot};
+use crate::linalg::{axpy, axpy_kernel, dispatch, dot};
 
 pub struct ReducedEngine {
     d: usize,
@@ -48,6 +48,10 @@ struct Scratch {
     /// Second-order product and its transpose, used by gradient descent only.
     second: Vec<f64>,
     transposed: Vec<f64>,
+    /// Transpose of a first-order product, used by gradient descent only.
+    product_t: Vec<f64>,
+    /// Increment of a gradient-descent step, kept so that steps do not allocate.
+    step: Vec<f64>,
 }
 
 impl ReducedEngine {
@@ -70,6 +74,8 @@ impl ReducedEngine {
                 gv_rho: vec![0.0; d],
                 second: square(),
                 transposed: square(),
+                product_t: square(),
+                step: Vec::new(),
             },
         }
     }
@@ -89,33 +95,14 @@ impl ReducedEngine {
             buffer.iter_mut().for_each(|v| *v = 0.0);
         }
 
-        // Row k of Delta M gains Delta[k, k'] M[k', :]; row k' of Delta^T M gains
-        // Delta[k, k'] M[k, :].
-        for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
-            if delta == 0.0 {
-                continue;
-            }
-            axpy(
-                delta,
-                row(blocks.gq, query, d),
-                row_mut(&mut scratch.delta_gq, key, d),
-            );
-            axpy(
-                delta,
-                row(blocks.gk, key, d),
-                row_mut(&mut scratch.delta_t_gk, query, d),
-            );
-            axpy(
-                delta,
-                row(&scratch.s_t, query, d),
-                row_mut(&mut scratch.delta_s_t, key, d),
-            );
-            axpy(
-                delta,
-                row(blocks.s, key, d),
-                row_mut(&mut scratch.delta_t_s, query, d),
-            );
-        }
+        let sources = [blocks.gq, blocks.gk, &scratch.s_t, blocks.s];
+        let targets = [
+            &mut scratch.delta_gq,
+            &mut scratch.delta_t_gk,
+            &mut scratch.delta_s_t,
+            &mut scratch.delta_t_s,
+        ];
+        pair_products(sens.pairs, sens.delta, sources, targets, d);
 
         for (k, out) in scratch.gv_rho.iter_mut().enumerate() {
             *out = dot(row(blocks.gv, k, d), sens.rho);
@@ -145,6 +132,41 @@ impl<'a> Blocks<'a> {
             gk: &y[base + 2 * dd..base + 3 * dd],
             gq: &y[base + 3 * dd..base + 4 * dd],
         }
+    }
+}
+
+/// Adds, for each pair (key, query) with weight Delta[key, query], Delta times a row of each
+/// source matrix to a row of the matching target: row k of Delta M gains Delta[k, k'] M[k', :]
+/// and row k' of Delta^T M gains Delta[k, k'] M[k, :]. The sources are GQ, GK, S^T, S and
+/// the targets Delta GQ, Delta^T GK, Delta S^T, Delta^T S (all d x d, row-major).
+fn pair_products(
+    pairs: &[(usize, usize)],
+    delta: &[f64],
+    sources: [&[f64]; 4],
+    targets: [&mut Vec<f64>; 4],
+    d: usize,
+) {
+    dispatch!(pair_products_kernel, pair_products_avx2, (pairs: &[(usize, usize)], delta: &[f64], sources: [&[f64]; 4], targets: [&mut Vec<f64>; 4], d: usize) -> ());
+}
+
+#[inline(always)]
+fn pair_products_kernel(
+    pairs: &[(usize, usize)],
+    delta: &[f64],
+    sources: [&[f64]; 4],
+    targets: [&mut Vec<f64>; 4],
+    d: usize,
+) {
+    let [gq, gk, s_t, s] = sources;
+    let [delta_gq, delta_t_gk, delta_s_t, delta_t_s] = targets;
+    for (&(key, query), &weight) in pairs.iter().zip(delta) {
+        if weight == 0.0 {
+            continue;
+        }
+        axpy_kernel(weight, row(gq, query, d), row_mut(delta_gq, key, d));
+        axpy_kernel(weight, row(gk, key, d), row_mut(delta_t_gk, query, d));
+        axpy_kernel(weight, row(s_t, query, d), row_mut(delta_s_t, key, d));
+        axpy_kernel(weight, row(s, key, d), row_mut(delta_t_s, query, d));
     }
 }
 
@@ -237,7 +259,8 @@ impl Engine for ReducedEngine {
     fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
         let d = self.d;
         let dd = d * d;
-        let mut dy = vec![0.0; y.len()];
+        let mut dy = std::mem::take(&mut self.scratch.step);
+        dy.resize(y.len(), 0.0);
         self.flow(y, sens, &mut dy);
 
         // Second-order scalars, from the state before the step.
@@ -275,6 +298,7 @@ impl Engine for ReducedEngine {
         }
 
         axpy(eta, &dy, y);
+        self.scratch.step = dy;
     }
 
     fn summary(&self, y: &[f64]) -> GramSummary {
@@ -327,8 +351,8 @@ impl ReducedEngine {
             SecondOrder::Key => &scratch.delta_gq,
             SecondOrder::Query => &scratch.delta_t_gk,
         };
-        let mut product_t = vec![0.0; d * d];
-        transpose_into(product, &mut product_t, d);
+        let product_t = &mut scratch.product_t;
+        transpose_into(product, product_t, d);
         scratch.second.iter_mut().for_each(|v| *v = 0.0);
         for (&(key, query), &delta) in sens.pairs.iter().zip(sens.delta) {
             if delta == 0.0 {
@@ -342,7 +366,7 @@ impl ReducedEngine {
             };
             axpy(
                 delta,
-                row(&product_t, source, d),
+                row(product_t, source, d),
                 row_mut(&mut scratch.second, target, d),
             );
         }
