@@ -23,7 +23,7 @@ use crate::sweep::command::{MergeArgs, SweepArgs, merge_command, sweep_command};
 /// Time is gradient-flow time t throughout: gradient descent with step eta reaches
 /// t = eta x steps. Set RUST_LOG=info (or debug) for log messages on stderr.
 #[derive(Parser, Debug)]
-#[command(name = "attnflow", version, about, long_about = None)]
+#[command(name = "attnflow", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
