@@ -46,7 +46,7 @@ pub enum Command {
     /// Draw the figures of a run folder as PNG and SVG (attention scores, losses, balancing,
     /// loss law, readouts); theory curves need predictions.csv from `attnflow check`.
     Plot(PlotArgs),
-    /// Draw T1 x kappa and c / beta against the width m from a sweep's runs.csv.
+    /// Draw T1 x kappa and c / beta(0) against the width m from a sweep's runs.csv.
     PlotSweep(PlotSweepArgs),
 }
 

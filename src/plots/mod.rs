@@ -34,7 +34,7 @@ pub use inputs::{PREDICTIONS, RunData, SweepRun};
 use crate::error::Error;
 
 /// Label of every time axis.
-const TIME_LABEL: &str = "gradient-flow time t (= learning rate x steps)";
+const TIME_LABEL: &str = "time t (gradient flow; gradient descent: learning rate x steps)";
 
 /// Files written by [`plot_run`].
 #[derive(Clone, Debug)]

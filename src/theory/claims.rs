@@ -11,6 +11,7 @@ use super::baseline::{BaselinePoint, first_all_correct};
 use super::predictions::{initial_speed, kappa, target_speed};
 use super::{ClaimResult, LossLawFit, RunRecord, Verdict};
 use crate::observables::Observation;
+use crate::run::StopReason;
 use crate::task::{COMMON, FIRST_FILLER, TARGET_1, TARGET_2};
 
 /// Factor allowed either way where the analysis fixes a quantity only up to constants of
@@ -125,6 +126,12 @@ fn not_applicable(id: u8, statement: &str, reason: &str) -> ClaimResult {
 }
 
 const NO_T1: &str = "T1 not reached";
+const INTERRUPTED: &str = "run interrupted before its end; resume it, then check again";
+
+/// Whether the run stopped by a signal, so that its last state is not the end of training.
+fn interrupted(record: &RunRecord) -> bool {
+    record.summary.stop_reason == StopReason::Interrupted
+}
 
 /// Claim 1: d gamma_1/dt, d gamma_2/dt ~ kappa/6 at t = 0, d gamma_3/dt much smaller.
 fn initial_speeds(context: &Context) -> ClaimResult {
@@ -543,6 +550,9 @@ fn final_attention(context: &Context) -> ClaimResult {
     if record.t1().is_none() {
         return not_applicable(11, statement, NO_T1);
     }
+    if interrupted(record) {
+        return not_applicable(11, statement, INTERRUPTED);
+    }
     let change: Array2<f64> = &record.last.s - &record.initial.s;
     let main = [
         change[[TARGET_1, TARGET_2]],
@@ -588,6 +598,9 @@ fn final_attention(context: &Context) -> ClaimResult {
 /// of the chance-level loss ln 2 at the end of the run.
 fn test_loss(context: &Context) -> ClaimResult {
     let statement = "end: test loss small";
+    if interrupted(context.record) {
+        return not_applicable(12, statement, INTERRUPTED);
+    }
     let last = &context.record.rows[context.record.rows.len() - 1];
     let bound = std::f64::consts::LN_2 / ORDER_FACTOR;
     let holds = last.test_error == 0.0 && last.test_loss <= bound;
