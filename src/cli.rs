@@ -263,14 +263,16 @@ fn init_command(args: InitArgs) -> Result<i32> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("failed to create {}", args.out.display()))?;
     let prepared = experiment::prepare(&config)?;
+    let Some(params) = &prepared.params else {
+        anyhow::bail!(
+            "{} draws the reduced state directly (init.reduced_from = \"wishart\"), so it has \
+             no weights to write; set init.reduced_from = \"parameters\" to draw weights \
+             (memory about m (m1 + 3d) numbers)",
+            args.config.display()
+        );
+    };
     npz::write_dataset(&args.out.join(output::DATASET), &prepared.dynamics.data)?;
-    match &prepared.params {
-        Some(params) => npz::write_weights(&args.out.join(output::INIT_WEIGHTS), params)?,
-        None => anyhow::bail!(
-            "this config draws the reduced state directly (init.reduced_from = \"wishart\"), \
-             so there are no weights to write"
-        ),
-    }
+    npz::write_weights(&args.out.join(output::INIT_WEIGHTS), params)?;
     println!(
         "wrote {} and {}",
         args.out.join(output::DATASET).display(),
