@@ -421,7 +421,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("task.d = 50"), "{err}");
-        assert!(err.contains("d >= 137"), "{err}");
+        // 3 + 12*3 + 8*4 + 4*5 = 91 training ids, plus 2*3*3 + 2*2*4 + 2*5 = 44 test fillers.
+        assert!(err.contains("d >= 135"), "{err}");
     }
 
     #[test]
