@@ -337,7 +337,20 @@ impl Config {
             )));
         }
         let d = self.task_spec().resolved_vocab_size().unwrap_or(0);
-        check_state_size(self.train.engine, d, self.model.m, self.model.m1)
+        check_state_size(
+            self.train.engine,
+            self.draws_weights(),
+            d,
+            self.model.m,
+            self.model.m1,
+        )
+    }
+
+    /// Whether the run starts from weights (drawn or read), rather than from a direct
+    /// Wishart draw of the Gram state.
+    pub fn draws_weights(&self) -> bool {
+        !(self.train.engine == EngineKind::Reduced
+            && self.init.reduced_from == ReducedInit::Wishart)
     }
 
     /// The loop settings: integrator, final time, step limit and output times.
@@ -430,34 +443,40 @@ impl Config {
 
 /// Checks that one copy of the state of `engine` fits in [`MAX_STATE_ENTRIES`] entries:
 /// m1 m + 3 m d weights for the parameter engine, 4 d^2 Gram entries for the reduced one.
-pub fn check_state_size(engine: EngineKind, d: usize, m: u64, m1: u64) -> Result<(), Error> {
+/// The reduced engine also holds the weights while it starts from a parameter draw
+/// (`draws_weights`), so their count is checked then too.
+pub fn check_state_size(
+    engine: EngineKind,
+    draws_weights: bool,
+    d: usize,
+    m: u64,
+    m1: u64,
+) -> Result<(), Error> {
     let d = d as u64;
     let gib = |entries: u64| entries as f64 * 8.0 / (1u64 << 30) as f64;
-    match engine {
-        EngineKind::Parameter => {
-            let entries = m1
-                .saturating_mul(m)
-                .saturating_add(m.saturating_mul(d).saturating_mul(3));
-            if entries > MAX_STATE_ENTRIES {
-                return Err(Error::config(format!(
-                    "the parameter engine would hold {entries} weights ({:.1} GiB per state \
-                     copy) at d = {d}, m = {m}, m1 = {m1}; use train.engine = \"reduced\" \
-                     with init.reduced_from = \"wishart\" for widths this large",
-                    gib(entries)
-                )));
-            }
-        }
-        EngineKind::Reduced => {
-            let entries = d.saturating_mul(d).saturating_mul(4);
-            if entries > MAX_STATE_ENTRIES {
-                return Err(Error::config(format!(
-                    "the reduced engine would hold {entries} Gram entries ({:.1} GiB per state \
-                     copy) at d = {d}; lower the vocabulary size (task.d, or n and L with \
-                     distinct fillers)",
-                    gib(entries)
-                )));
-            }
-        }
+    let weights = m1
+        .saturating_mul(m)
+        .saturating_add(m.saturating_mul(d).saturating_mul(3));
+    if (engine == EngineKind::Parameter || draws_weights) && weights > MAX_STATE_ENTRIES {
+        let fix = match engine {
+            EngineKind::Parameter => "use train.engine = \"reduced\" with",
+            EngineKind::Reduced => "set",
+        };
+        return Err(Error::config(format!(
+            "the initial weights would have {weights} entries ({:.1} GiB) at d = {d}, m = {m}, \
+             m1 = {m1}, above the limit {MAX_STATE_ENTRIES}; {fix} init.reduced_from = \
+             \"wishart\" to draw the Gram state directly for widths this large",
+            gib(weights)
+        )));
+    }
+    let grams = d.saturating_mul(d).saturating_mul(4);
+    if engine == EngineKind::Reduced && grams > MAX_STATE_ENTRIES {
+        return Err(Error::config(format!(
+            "the reduced engine would hold {grams} Gram entries ({:.1} GiB per state copy) at \
+             d = {d}, above the limit {MAX_STATE_ENTRIES}; lower the vocabulary size (task.d, \
+             or n and L with distinct fillers)",
+            gib(grams)
+        )));
     }
     Ok(())
 }

@@ -159,7 +159,13 @@ pub struct Prepared {
 pub fn prepare(config: &Config) -> Result<Prepared, Error> {
     let data = build_data(config)?;
     let d = data.train.vocab_size;
-    crate::config::check_state_size(config.train.engine, d, config.model.m, config.model.m1)?;
+    crate::config::check_state_size(
+        config.train.engine,
+        config.draws_weights(),
+        d,
+        config.model.m,
+        config.model.m1,
+    )?;
     let dims = config.dims(d);
     let scheme = config.init_scheme()?;
     let (attention_law, head_law) = scheme.laws(dims)?;

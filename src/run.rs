@@ -116,8 +116,13 @@ pub fn run(
     Ok(reason)
 }
 
-fn non_finite_hint(schedule: &Schedule) -> String {
-    if schedule.integrator.is_flow() {
+/// The likely cause of a non-finite value found after `steps` steps, and its fix.
+fn non_finite_hint(schedule: &Schedule, steps: u64) -> String {
+    if steps == 0 {
+        "the initial weights are too large for a finite output; lower init.c0/c1 or \
+         init.sigma0/sigma1, or rescale the weights file"
+            .to_string()
+    } else if schedule.integrator.is_flow() {
         "the initial weights may be too large for the solver; lower init.c0/c1 or \
          init.sigma0/sigma1, or tighten rtol"
             .to_string()
@@ -140,7 +145,7 @@ fn record(
         return Err(Error::NonFinite {
             quantity: quantity.to_string(),
             time: state.t,
-            hint: non_finite_hint(schedule),
+            hint: non_finite_hint(schedule, state.steps),
         });
     }
     sink.record(&row, state)?;
@@ -172,7 +177,7 @@ fn run_descent(
             return Err(Error::NonFinite {
                 quantity: "training loss".to_string(),
                 time: state.t,
-                hint: non_finite_hint(schedule),
+                hint: non_finite_hint(schedule, state.steps),
             });
         }
 
@@ -283,7 +288,7 @@ fn run_flow(
             state.step_hint,
             schedule.max_steps - state.steps,
         )
-        .map_err(|error| flow_error(error, dynamics, schedule))?;
+        .map_err(|error| flow_error(error, dynamics, schedule, state.steps))?;
         add_counts(state, advance.counts);
         state.t = advance.t;
         state.step_hint = advance.step_hint;
@@ -340,20 +345,20 @@ fn check_state_finite(state: &RunState, schedule: &Schedule) -> Result<(), Error
         return Err(Error::NonFinite {
             quantity: format!("state entry {index}"),
             time: state.t,
-            hint: non_finite_hint(schedule),
+            hint: non_finite_hint(schedule, state.steps),
         });
     }
     Ok(())
 }
 
 /// Reports a solver failure as a non-finite loss when that is its cause.
-fn flow_error(error: Error, dynamics: &Dynamics, schedule: &Schedule) -> Error {
+fn flow_error(error: Error, dynamics: &Dynamics, schedule: &Schedule, steps: u64) -> Error {
     match error {
         Error::Integration { time, .. } if !dynamics.train_eval.loss.is_finite() => {
             Error::NonFinite {
                 quantity: "training loss".to_string(),
                 time,
-                hint: non_finite_hint(schedule),
+                hint: non_finite_hint(schedule, steps),
             }
         }
         other => other,

@@ -8,7 +8,9 @@
 //! ATTNFLOW_FUZZ_SECONDS=600 cargo test --release --test fuzz -- --ignored --nocapture
 //! ```
 //!
-//! A failing input is shrunk by proptest and printed. The property is that every input
+//! A failing input is shrunk by proptest and printed. A crash that proptest cannot catch
+//! (an abort on a failed allocation) shows up with `ATTNFLOW_FUZZ_VERBOSE=1`, which prints
+//! every input before it runs. The property is that every input
 //! either loads or is rejected with an `Error`: no panic, and every loaded value is usable.
 //! An input that once failed becomes a case in `tests/bad_input.rs`.
 
@@ -61,7 +63,11 @@ where
         let mut runner =
             TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
         let body = body.clone();
+        let verbose = std::env::var_os("ATTNFLOW_FUZZ_VERBOSE").is_some();
         let result = runner.run(&strategy, move |value| {
+            if verbose {
+                eprintln!("{name}: batch {batch}: {value:?}");
+            }
             body(value);
             Ok(())
         });
@@ -319,8 +325,10 @@ fn is_small(config: &Config) -> bool {
     };
     let (m, m1, d) = (config.model.m, config.model.m1, d as u64);
     let samples = (config.task.n + config.task.n_test) as u64 * config.task.seq_len as u64;
+    let weights = m.saturating_mul(m1.saturating_add(3 * d));
     let state = match config.train.engine {
-        EngineKind::Parameter => m.saturating_mul(m1 + 3 * d),
+        EngineKind::Parameter => weights,
+        EngineKind::Reduced if config.draws_weights() => weights.max(4 * d * d),
         EngineKind::Reduced => 4 * d * d,
     };
     samples <= 5_000 && state <= 200_000 && m <= 10_000 && config.task.seq_len <= 50
