@@ -184,19 +184,20 @@ impl Default for RecordConfig {
 
 impl Config {
     /// Reads and validates a TOML config; relative input paths are taken relative to the
-    /// config file's folder.
+    /// config file's folder and made absolute.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut config = Config::from_toml(&text)
             .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+        // Input paths are made absolute, so that the config saved in a run folder still
+        // finds them when `--resume` loads it from there.
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [&mut config.task.dataset, &mut config.init.weights]
             .into_iter()
             .flatten()
         {
-            if file.is_relative() {
-                *file = base.join(&*file);
-            }
+            let joined = base.join(&*file);
+            *file = std::path::absolute(&joined).map_err(|e| Error::io(&joined, e))?;
         }
         Ok(config)
     }

@@ -171,6 +171,11 @@ fn run_descent(
 
     loop {
         state.t = eta * state.steps as f64;
+        // Checked before any work on this step, so that a resumed run repeats exactly the
+        // evaluations of an uninterrupted one and the summaries agree.
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(StopReason::Interrupted);
+        }
         dynamics.evaluate_train(&state.y);
         let loss = dynamics.train_eval.loss;
         if !loss.is_finite() {
@@ -194,8 +199,6 @@ fn run_descent(
             } else {
                 StopReason::ReachedEnd
             })
-        } else if cancel.load(Ordering::Relaxed) {
-            Some(StopReason::Interrupted)
         } else {
             None
         };
@@ -215,7 +218,7 @@ fn run_descent(
         }
 
         if let Some(reason) = reason {
-            if !recorded && reason != StopReason::Interrupted {
+            if !recorded {
                 record(dynamics, state, sink, schedule)?;
             }
             return Ok(reason);
