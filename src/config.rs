@@ -494,6 +494,11 @@ impl RecordConfig {
                 self.points
             )));
         }
+        if self.grid == GridKind::Linear && self.t_first.is_some() {
+            return Err(Error::config(
+                "record.t_first applies only to grid = \"log\"; remove it or set grid = \"log\"",
+            ));
+        }
         let mut times = vec![0.0];
         match self.grid {
             GridKind::Linear => {

@@ -165,6 +165,7 @@ fn out_of_range_values_name_value_and_fix() {
             "1e9",
             "record.t_first = 1000000000 must lie",
         ),
+        ("record", "t_first", "nan", "record.t_first = NaN must lie"),
     ];
     for (section, key, value, expected) in cases {
         assert_contains(&config_error(&with_value(section, key, value)), expected);
@@ -226,6 +227,16 @@ fn inconsistent_settings_rejected() {
     for (text, expected) in cases {
         assert_contains(&config_error(&text), expected);
     }
+}
+
+#[test]
+fn unused_first_time_rejected() {
+    // Found by the config fuzzer: a linear grid ignored t_first, so even NaN passed.
+    let text = format!("{BASE}\n[record]\ngrid = \"linear\"\nt_first = nan\n");
+    assert_contains(
+        &config_error(&text),
+        "record.t_first applies only to grid = \"log\"",
+    );
 }
 
 #[test]
