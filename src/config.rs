@@ -347,8 +347,8 @@ impl Config {
         )
     }
 
-    /// Whether the run starts from weights (drawn or read), rather than from a direct
-    /// Wishart draw of the Gram state.
+    /// Returns whether the run starts from weights (drawn or read), rather than from a
+    /// direct Wishart draw of the Gram state.
     pub fn draws_weights(&self) -> bool {
         !(self.train.engine == EngineKind::Reduced
             && self.init.reduced_from == ReducedInit::Wishart)
@@ -444,7 +444,7 @@ impl Config {
 
 /// Checks that one copy of the state of `engine` fits in [`MAX_STATE_ENTRIES`] entries:
 /// m1 m + 3 m d weights for the parameter engine, 4 d^2 Gram entries for the reduced one.
-/// The reduced engine also holds the weights while it starts from a parameter draw
+/// The reduced engine also stores the weights while it starts from a parameter draw
 /// (`draws_weights`), so their count is checked then too.
 pub fn check_state_size(
     engine: EngineKind,

@@ -116,7 +116,7 @@ pub fn run(
     Ok(reason)
 }
 
-/// The likely cause of a non-finite value found after `steps` steps, and its fix.
+/// Describes the likely cause of a non-finite value found after `steps` steps, and its fix.
 fn non_finite_hint(schedule: &Schedule, steps: u64) -> String {
     if steps == 0 {
         "the initial weights are too large for a finite output; lower init.c0/c1 or \

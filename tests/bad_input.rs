@@ -269,7 +269,7 @@ fn record_times_strictly_increasing() {
 // ---------------------------------------------------------------------------------------
 // .npz inputs
 
-/// A valid training set over L = 4: three I1 samples and one of each other group.
+/// Returns a valid training set over L = 4: three I1 samples and one of each other group.
 fn valid_tokens() -> Array2<i64> {
     array![
         [0, 1, 2, 3],

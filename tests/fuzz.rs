@@ -318,7 +318,7 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     at
 }
 
-/// Whether building the data and engine of `config` is cheap enough for a fuzz case.
+/// Returns whether building the data and engine of `config` is cheap enough for a fuzz case.
 fn is_small(config: &Config) -> bool {
     let Ok(d) = config.task_spec().resolved_vocab_size() else {
         return false;
@@ -343,7 +343,8 @@ fn check_config_text(text: &str) {
     let schedule = config
         .schedule()
         .expect("a validated config has a schedule");
-    assert!(schedule.t_end.is_finite() && schedule.t_end > 0.0);
+    assert!(schedule.t_end.is_finite());
+    assert!(schedule.t_end > 0.0);
     assert!(schedule.record_times.windows(2).all(|w| w[0] < w[1]));
     let again = Config::from_toml(&config.to_toml()).expect("a saved config loads again");
     assert_eq!(again, config);

@@ -122,7 +122,8 @@ fn large_weights_stay_finite_through_engines() {
             .collect();
         let largest = margins.iter().fold(0.0f64, |a, m| a.max(m.abs()));
         assert!(largest > 1e3, "{engine}: margins only reach {largest}");
-        assert!(loss.is_finite() && loss >= 0.0, "{engine}: loss {loss}");
+        assert!(loss.is_finite(), "{engine}: loss {loss}");
+        assert!(loss >= 0.0, "{engine}: loss {loss}");
         assert!(
             dy.iter().all(|v| v.is_finite()),
             "{engine}: non-finite gradient"
@@ -158,7 +159,8 @@ fn diverging_descent_keeps_trajectory() {
         panic!("expected a non-finite error, got {error}");
     };
     assert_eq!(quantity, "training loss");
-    assert!(*time > 0.0 && time.is_finite(), "time {time}");
+    assert!(*time > 0.0, "time {time}");
+    assert!(time.is_finite(), "time {time}");
     assert!(hint.contains("eta = 1000000"), "{hint}");
     assert!(hint.contains("lower train.eta"), "{hint}");
     let message = error.to_string();

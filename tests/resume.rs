@@ -258,8 +258,8 @@ fn cli_run(config: &Path, out: &Path) -> Duration {
     started.elapsed()
 }
 
-/// Starts the binary, sends `signal` after `delay`, and checks that it stops with exit code
-/// 130 after writing a checkpoint; then resumes it to the end.
+/// Starts the binary and sends it `signal` a third of the way through the run. Checks that
+/// it stops with exit code 130 after writing a checkpoint, then resumes it to the end.
 fn check_signal_then_resume(text: &str, signal: libc::c_int) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), text);

@@ -73,8 +73,8 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         .map(|(_, keys)| *keys)
 }
 
-/// The error for `key` found in `section` (None for the top level), whose valid keys are
-/// `valid`.
+/// Builds the error for `key` found in `section` (None for the top level), whose valid
+/// keys are `valid`.
 fn unknown_key(key: &str, section: Option<&str>, valid: &[&str]) -> Error {
     let full = match section {
         Some(section) => format!("{section}.{key}"),
@@ -91,7 +91,7 @@ fn unknown_key(key: &str, section: Option<&str>, valid: &[&str]) -> Error {
     Error::config(format!("unknown key `{full}`; {hint}"))
 }
 
-/// Where `key` is valid, if it is valid somewhere other than `section`.
+/// Finds where `key` is valid, if it is valid somewhere other than `section`.
 fn home_of(key: &str, section: Option<&str>) -> Option<String> {
     if section.is_some() && TOP_LEVEL.contains(&key) {
         return Some("at the top level, before the first section".to_string());
@@ -102,7 +102,7 @@ fn home_of(key: &str, section: Option<&str>) -> Option<String> {
         .map(|(name, _)| format!("in [{name}]"))
 }
 
-/// The valid key most similar to `key`, ignoring case, if any is similar enough.
+/// Finds the valid key most similar to `key`, ignoring case, if any is similar enough.
 fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
     let key = key.to_lowercase();
     valid
@@ -117,7 +117,7 @@ fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
         .map(|(_, candidate)| candidate)
 }
 
-/// Every key as `section.key`, for tests that compare the lists with the config types.
+/// Lists every key as `section.key`, for tests that compare the lists with the config types.
 #[cfg(test)]
 pub fn all_keys() -> Vec<String> {
     let mut keys = vec!["seed".to_string()];
