@@ -60,6 +60,11 @@ pub struct RunState {
     pub gradient_evaluations: u64,
     /// Rows written to the trajectory so far.
     pub rows_written: usize,
+    /// How the run ended, once it has ended other than by an interrupt. Resuming a
+    /// finished run then does nothing, instead of recording its last row again or
+    /// integrating past the target loss.
+    #[serde(default)]
+    pub finished: Option<StopReason>,
 }
 
 impl RunState {
@@ -75,6 +80,7 @@ impl RunState {
             counts: SolverCounts::default(),
             gradient_evaluations: 0,
             rows_written: 0,
+            finished: None,
         }
     }
 }
@@ -103,6 +109,9 @@ pub fn run(
     sink: &mut dyn Sink,
     cancel: &AtomicBool,
 ) -> Result<StopReason, Error> {
+    if let Some(reason) = state.finished {
+        return Ok(reason);
+    }
     let evaluations_before = dynamics.gradient_evaluations;
     let result = if schedule.integrator.is_flow() {
         run_flow(dynamics, schedule, state, sink, cancel)
@@ -112,6 +121,9 @@ pub fn run(
     state.gradient_evaluations += dynamics.gradient_evaluations - evaluations_before;
     dynamics.gradient_evaluations = evaluations_before;
     let reason = result?;
+    if reason != StopReason::Interrupted {
+        state.finished = Some(reason);
+    }
     sink.checkpoint(state, true)?;
     Ok(reason)
 }

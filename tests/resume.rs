@@ -186,6 +186,29 @@ fn resume_drops_rows_after_checkpoint() {
 }
 
 #[test]
+fn resume_of_finished_run_changes_nothing() {
+    for text in [DESCENT, FLOW] {
+        let config =
+            Config::from_toml(&text.replace("max_steps = 40000", "max_steps = 400")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let first = execute(
+            &config,
+            dir.path(),
+            &options(false),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let trajectory = read(&dir.path().join("trajectory.csv"));
+        let summary = summary_without_time(dir.path());
+
+        let again = execute(&config, dir.path(), &options(true), &AtomicBool::new(false)).unwrap();
+        assert_eq!(again.stop_reason, first.stop_reason);
+        assert_eq!(read(&dir.path().join("trajectory.csv")), trajectory);
+        assert_eq!(summary_without_time(dir.path()), summary);
+    }
+}
+
+#[test]
 fn resume_rejects_other_config_or_damage() {
     let config = Config::from_toml(DESCENT).unwrap();
     let dir = tempfile::tempdir().unwrap();
