@@ -468,6 +468,48 @@ fn dataset_size_must_match_config() {
     );
 }
 
+/// Returns the bytes of an npy file of int64 zeros whose header declares `shape` but whose
+/// data holds only `stored` entries.
+fn npy_with_shape(shape: &str, stored: usize) -> Vec<u8> {
+    let mut text = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + text.len() + 1) % 64 != 0 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, 8 * stored));
+    bytes
+}
+
+#[test]
+fn oversized_npy_header_rejected() {
+    // A header that declares 10^15 rows once made the reader allocate 40 PB and abort.
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("tokens.npy", stored).unwrap();
+    zip.write_all(&npy_with_shape("(1000000000000000, 4)", 24))
+        .unwrap();
+    zip.start_file("labels.npy", stored).unwrap();
+    zip.write_all(&npy_with_shape("(6,)", 6)).unwrap();
+    zip.finish().unwrap();
+
+    let error = experiment::prepare(&dataset_config(&path, 6))
+        .err()
+        .unwrap()
+        .to_string();
+    assert_contains(
+        &error,
+        "array `tokens` declares shape [1000000000000000, 4] of 8-byte entries",
+    );
+    assert_contains(&error, "stores only 192 bytes of data");
+}
+
 #[test]
 fn corrupt_or_missing_files_rejected() {
     let dir = tempfile::tempdir().unwrap();

@@ -529,7 +529,9 @@ fn apply_byte_edits(base: &[u8], edits: &ByteEdits) -> Vec<u8> {
                     .take_while(|b| b.is_ascii_digit())
                     .count();
             let text = (value % 10u64.pow((value % 20) as u32).max(1)).to_string();
+            let old_len = end - start;
             bytes.splice(start..end, text.bytes());
+            keep_header_length(&mut bytes, start, text.len() as isize - old_len as isize);
         }
     }
     for &(position, byte) in &edits.overwrites {
@@ -543,6 +545,30 @@ fn apply_byte_edits(base: &[u8], edits: &ByteEdits) -> Vec<u8> {
         bytes.truncate(cut % (len + 1));
     }
     bytes
+}
+
+/// Restores the length of an npy header after an edit at `at` changed it by `delta` bytes,
+/// by removing or adding padding spaces before the newline that ends the header. Without
+/// this the reader rejects the header before it trusts the edited shape.
+fn keep_header_length(bytes: &mut Vec<u8>, at: usize, delta: isize) {
+    let Some(newline) = bytes[at..].iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    let newline = at + newline;
+    if delta > 0 {
+        let delta = delta as usize;
+        let spaces = bytes[..newline]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b' ')
+            .count();
+        if spaces >= delta {
+            bytes.drain(newline - delta..newline);
+        }
+    } else if delta < 0 {
+        let padding = std::iter::repeat_n(b' ', delta.unsigned_abs());
+        bytes.splice(newline..newline, padding);
+    }
 }
 
 #[test]
