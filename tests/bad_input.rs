@@ -483,9 +483,9 @@ fn npy_with_shape(shape: &str, stored: usize) -> Vec<u8> {
     bytes
 }
 
-#[test]
-fn oversized_npy_header_rejected() {
-    // A header that declares 10^15 rows once made the reader allocate 40 PB and abort.
+/// Writes a dataset file whose `tokens` header declares `shape` over 24 stored entries, and
+/// returns the error of preparing a run from it.
+fn tokens_shape_error(shape: &str) -> String {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.npz");
@@ -493,21 +493,33 @@ fn oversized_npy_header_rejected() {
     let stored =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("tokens.npy", stored).unwrap();
-    zip.write_all(&npy_with_shape("(1000000000000000, 4)", 24))
-        .unwrap();
+    zip.write_all(&npy_with_shape(shape, 24)).unwrap();
     zip.start_file("labels.npy", stored).unwrap();
     zip.write_all(&npy_with_shape("(6,)", 6)).unwrap();
     zip.finish().unwrap();
-
-    let error = experiment::prepare(&dataset_config(&path, 6))
+    experiment::prepare(&dataset_config(&path, 6))
         .err()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+#[test]
+fn oversized_npy_header_rejected() {
+    // A header that declares 10^15 rows once made the reader allocate 40 PB and abort.
+    let error = tokens_shape_error("(1000000000000000, 4)");
     assert_contains(
         &error,
         "array `tokens` declares shape [1000000000000000, 4] of 8-byte entries",
     );
     assert_contains(&error, "stores only 192 bytes of data");
+
+    // Found by the .npz fuzzer: the reader evaluates Python literals, so this sum was read
+    // as 287455200 rows.
+    let error = tokens_shape_error("(15004+0287440196, 4)");
+    assert_contains(
+        &error,
+        "array `tokens` has the shape `(15004+0287440196, 4)` in its header",
+    );
 }
 
 #[test]

@@ -37,9 +37,16 @@ pub fn check_declared_size(path: &Path, name: &str) -> Result<(), String> {
     let Some(header) = read_header(&mut member) else {
         return Ok(());
     };
-    let Some((shape, element_size)) = parse_header(&header.text) else {
+    let Some(shape) = parse_shape(&header.text) else {
         return Ok(());
     };
+    let shape = shape.map_err(|text| {
+        format!(
+            "array `{name}` has the shape `{text}` in its header, which is not a tuple of \
+             integers; the file is corrupt, so write it again"
+        )
+    })?;
+    let element_size = parse_entry_size(&header.text);
 
     let data_bytes = stored.saturating_sub(header.length);
     let declared = shape
@@ -105,25 +112,43 @@ fn read_header(reader: &mut impl Read) -> Option<Header> {
     })
 }
 
-/// Parses the shape and the entry size in bytes from a header such as
+/// Parses the shape from a header such as
 /// `{'descr': '<f8', 'fortran_order': False, 'shape': (24, 5), }`.
-fn parse_header(text: &str) -> Option<(Vec<u64>, u64)> {
-    let after_descr = &text[text.find("'descr'")? + "'descr'".len()..];
-    let descr = after_descr.split('\'').nth(1)?;
-    let digits: String = descr.chars().filter(char::is_ascii_digit).collect();
-    let element_size: u64 = digits.parse().ok()?;
-
+///
+/// Returns `None` when the header has no shape entry, and the shape text as an error when it
+/// is not a tuple of plain integers. numpy never writes anything else, but the `.npy` reader
+/// evaluates Python literals, so it would read `(15004+0287440196, 20)` as a sum.
+fn parse_shape(text: &str) -> Option<Result<Vec<u64>, String>> {
     let after_shape = &text[text.find("'shape'")? + "'shape'".len()..];
     let open = after_shape.find('(')?;
     let close = after_shape.find(')')?;
-    let shape = after_shape
-        .get(open + 1..close)?
+    let inner = after_shape.get(open + 1..close)?;
+    let shape = inner
         .split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
-        .map(|part| part.trim_end_matches('L').parse::<u64>().ok())
-        .collect::<Option<Vec<u64>>>()?;
-    Some((shape, element_size))
+        .map(|part| {
+            let plain = part.bytes().all(|b| b.is_ascii_digit());
+            if plain {
+                part.parse::<u64>().ok()
+            } else {
+                None
+            }
+        })
+        .collect::<Option<Vec<u64>>>();
+    Some(shape.ok_or_else(|| format!("({inner})")))
+}
+
+/// Parses the entry size in bytes from the dtype, such as 8 for `'<f8'`. Falls back to 1,
+/// the smallest size, so that the check stays a lower bound on the declared bytes.
+fn parse_entry_size(text: &str) -> u64 {
+    let size = || {
+        let after_descr = &text[text.find("'descr'")? + "'descr'".len()..];
+        let descr = after_descr.split('\'').nth(1)?;
+        let digits: String = descr.chars().filter(char::is_ascii_digit).collect();
+        digits.parse::<u64>().ok()
+    };
+    size().filter(|&bytes| bytes > 0).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -133,12 +158,28 @@ mod tests {
     #[test]
     fn header_shape_and_entry_size() {
         let text = "{'descr': '<f8', 'fortran_order': False, 'shape': (24, 5), }";
-        assert_eq!(parse_header(text), Some((vec![24, 5], 8)));
+        assert_eq!(parse_shape(text), Some(Ok(vec![24, 5])));
+        assert_eq!(parse_entry_size(text), 8);
         let scalar = "{'descr': '|u1', 'fortran_order': False, 'shape': (), }";
-        assert_eq!(parse_header(scalar), Some((vec![], 1)));
+        assert_eq!(parse_shape(scalar), Some(Ok(vec![])));
+        assert_eq!(parse_entry_size(scalar), 1);
         let vector = "{'descr': '<i4', 'fortran_order': False, 'shape': (7,), }";
-        assert_eq!(parse_header(vector), Some((vec![7], 4)));
-        assert_eq!(parse_header("{'descr': '<f8'}"), None);
+        assert_eq!(parse_shape(vector), Some(Ok(vec![7])));
+        assert_eq!(parse_entry_size(vector), 4);
+        assert_eq!(parse_shape("{'descr': '<f8'}"), None);
+        assert_eq!(parse_entry_size("{'shape': (3,)}"), 1);
+    }
+
+    #[test]
+    fn shape_expressions_rejected() {
+        // Found by the .npz fuzzer: the .npy reader evaluated this sum and allocated 46 GB.
+        let text = "{'descr': '<f8', 'fortran_order': False, 'shape': (15004+0287440196, 20)}";
+        assert_eq!(
+            parse_shape(text),
+            Some(Err("(15004+0287440196, 20)".to_string()))
+        );
+        let signed = "{'descr': '<f8', 'fortran_order': False, 'shape': (+5, 2)}";
+        assert_eq!(parse_shape(signed), Some(Err("(+5, 2)".to_string())));
     }
 
     #[test]
