@@ -3,8 +3,9 @@
 //! Gradient flow uses the embedded Runge-Kutta pairs of `ode_solvers` (Dormand-Prince 5(4)
 //! or 8(5,3)) under a mixed error test `|err_i| <= atol + rtol |y_i|` in the RMS norm. The
 //! solver runs one segment at a time between output times, so outputs are hit exactly and
-//! only one state is kept in memory. Each segment starts from the solver's own initial step
-//! estimate; a resumed run therefore repeats an uninterrupted one exactly.
+//! only one state is kept in memory. Each solver call starts from the step size the previous
+//! call ended with, which checkpoints store, so a resumed run repeats an uninterrupted one
+//! exactly.
 //!
 //! Gradient descent with step eta is the explicit Euler method of the flow, with time
 //! t = eta x step.
