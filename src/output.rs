@@ -280,6 +280,32 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_floats_round_trip_exactly() {
+        // Resume equality needs every f64 of the state back bit for bit, which serde_json
+        // guarantees only with its `float_roundtrip` feature.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        let mut y: Vec<f64> = (0..20_000)
+            .map(|_| f64::from_bits(rng.random::<u64>()))
+            .filter(|v| v.is_finite())
+            .collect();
+        y.extend([f64::MIN_POSITIVE, 5e-324, f64::MAX, -0.0, 0.1 + 0.2]);
+        let mut state = RunState::new(y.clone());
+        state.t = 0.1 + 0.7;
+        state.step_hint = 1.0 / 3.0;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHECKPOINT);
+        write_json(&path, &state).unwrap();
+        let back: RunState = read_json(&path).unwrap();
+        assert_eq!(back.t.to_bits(), state.t.to_bits());
+        assert_eq!(back.step_hint.to_bits(), state.step_hint.to_bits());
+        for (i, (a, b)) in y.iter().zip(&back.y).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "entry {i}: {a:e} became {b:e}");
+        }
+    }
+
+    #[test]
     fn uncommitted_write_leaves_target_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("checkpoint.json");
