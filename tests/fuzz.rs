@@ -324,12 +324,15 @@ fn is_small(config: &Config) -> bool {
         return false;
     };
     let (m, m1, d) = (config.model.m, config.model.m1, d as u64);
-    let samples = (config.task.n + config.task.n_test) as u64 * config.task.seq_len as u64;
-    let weights = m.saturating_mul(m1.saturating_add(3 * d));
+    let samples = (config.task.n as u64)
+        .saturating_add(config.task.n_test as u64)
+        .saturating_mul(config.task.seq_len as u64);
+    let weights = m.saturating_mul(m1.saturating_add(d.saturating_mul(3)));
+    let grams = d.saturating_mul(d).saturating_mul(4);
     let state = match config.train.engine {
         EngineKind::Parameter => weights,
-        EngineKind::Reduced if config.draws_weights() => weights.max(4 * d * d),
-        EngineKind::Reduced => 4 * d * d,
+        EngineKind::Reduced if config.draws_weights() => weights.max(grams),
+        EngineKind::Reduced => grams,
     };
     samples <= 5_000 && state <= 200_000 && m <= 10_000 && config.task.seq_len <= 50
 }
