@@ -154,11 +154,12 @@ pub fn main() -> Result<i32> {
 
 /// Applies the command-line overrides to a config and validates the result.
 fn apply_overrides(mut config: Config, args: &RunArgs) -> Result<Config> {
+    // Absolute paths keep working when `--resume` reads the config saved in the run folder.
     if let Some(path) = &args.dataset {
-        config.task.dataset = Some(path.clone());
+        config.task.dataset = Some(std::path::absolute(path)?);
     }
     if let Some(path) = &args.init_weights {
-        config.init.weights = Some(path.clone());
+        config.init.weights = Some(std::path::absolute(path)?);
     }
     if let Some(engine) = args.engine {
         config.train.engine = engine;

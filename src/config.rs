@@ -16,6 +16,16 @@ use crate::model::{Dims, InitScheme};
 use crate::run::Schedule;
 use crate::task::{FillerMode, TaskSpec};
 
+mod keys;
+
+/// Largest number of f64 entries in one copy of the engine state or of the pair index
+/// (2^30, 8 GiB as f64). Larger runs would fail on allocation, or abort, long after
+/// starting.
+pub const MAX_STATE_ENTRIES: u64 = 1 << 30;
+
+/// Largest `record.points`. Every output time is a CSV row and the times are held in memory.
+pub const MAX_RECORD_POINTS: usize = 10_000_000;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -174,25 +184,28 @@ impl Default for RecordConfig {
 
 impl Config {
     /// Reads and validates a TOML config; relative input paths are taken relative to the
-    /// config file's folder.
+    /// config file's folder and made absolute.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut config = Config::from_toml(&text)
             .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+        // Input paths are made absolute, so that the config saved in a run folder still
+        // finds them when `--resume` loads it from there.
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [&mut config.task.dataset, &mut config.init.weights]
             .into_iter()
             .flatten()
         {
-            if file.is_relative() {
-                *file = base.join(&*file);
-            }
+            let joined = base.join(&*file);
+            *file = std::path::absolute(&joined).map_err(|e| Error::io(&joined, e))?;
         }
         Ok(config)
     }
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, Error> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        keys::check_keys(&table)?;
         let config: Config = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
         config.validate()?;
         Ok(config)
@@ -234,12 +247,20 @@ impl Config {
             }
         }
         let need = |key: &str, value: Option<f64>| {
-            value.ok_or_else(|| {
+            let value = value.ok_or_else(|| {
                 Error::config(format!(
                     "init.{key} is missing; scheme {:?} needs it",
                     init.scheme
                 ))
-            })
+            })?;
+            if value.is_finite() && value > 0.0 {
+                Ok(value)
+            } else {
+                Err(Error::config(format!(
+                    "init.{key} = {value} is invalid; it must be a finite number > 0 (for \
+                     example 0.1)"
+                )))
+            }
         };
         Ok(match init.scheme {
             SchemeName::Theory => InitScheme::Theory {
@@ -269,6 +290,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         if self.task.dataset.is_none() {
             self.task_spec().resolved_vocab_size()?;
+        } else if self.task.n == 0 {
+            return Err(Error::config(
+                "task.n = 0; set it to the number of training samples in task.dataset",
+            ));
         }
         for (key, value) in [("model.m", self.model.m), ("model.m1", self.model.m1)] {
             if value == 0 {
@@ -293,22 +318,40 @@ impl Config {
                 ));
             }
         }
-        if self.train.engine == EngineKind::Parameter {
-            let d = self.task_spec().resolved_vocab_size().unwrap_or(0) as u64;
-            let entries = self.model.m1 * self.model.m + 3 * self.model.m * d;
-            if entries > 1 << 30 {
-                return Err(Error::config(format!(
-                    "the parameter engine would hold {entries} weights ({:.1} GiB per state \
-                     copy) at m = {}, m1 = {}; use train.engine = \"reduced\" with \
-                     init.reduced_from = \"wishart\" for widths this large",
-                    entries as f64 * 8.0 / (1u64 << 30) as f64,
-                    self.model.m,
-                    self.model.m1
-                )));
-            }
-        }
+        self.check_sizes()?;
         self.schedule()?;
         Ok(())
+    }
+
+    /// Checks that the pair index and the engine state fit in [`MAX_STATE_ENTRIES`] entries,
+    /// with the vocabulary size resolved from the task (0 while it comes from a dataset file).
+    fn check_sizes(&self) -> Result<(), Error> {
+        let task = &self.task;
+        let pair_slots = (task.n.max(task.n_test) as u64)
+            .saturating_mul(task.seq_len as u64)
+            .saturating_mul(task.seq_len as u64);
+        if pair_slots > MAX_STATE_ENTRIES {
+            return Err(Error::config(format!(
+                "task.n = {}, n_test = {} and L = {} give {pair_slots} (sample, query, key) \
+                 slots, above the limit {MAX_STATE_ENTRIES}; lower n, n_test or L",
+                task.n, task.n_test, task.seq_len
+            )));
+        }
+        let d = self.task_spec().resolved_vocab_size().unwrap_or(0);
+        check_state_size(
+            self.train.engine,
+            self.draws_weights(),
+            d,
+            self.model.m,
+            self.model.m1,
+        )
+    }
+
+    /// Returns whether the run starts from weights (drawn or read), rather than from a
+    /// direct Wishart draw of the Gram state.
+    pub fn draws_weights(&self) -> bool {
+        !(self.train.engine == EngineKind::Reduced
+            && self.init.reduced_from == ReducedInit::Wishart)
     }
 
     /// The loop settings: integrator, final time, step limit and output times.
@@ -346,7 +389,16 @@ impl Config {
                 )?;
                 let t_end = match (train.t_end, train.max_steps) {
                     (Some(t_end), _) => positive("t_end", t_end)?,
-                    (None, Some(steps)) => eta * steps as f64,
+                    (None, Some(steps)) => {
+                        let t_end = eta * steps as f64;
+                        if !t_end.is_finite() {
+                            return Err(Error::config(format!(
+                                "train.eta = {eta} times train.max_steps = {steps} overflows; \
+                                 lower eta or max_steps, or set train.t_end"
+                            )));
+                        }
+                        t_end
+                    }
                     (None, None) => {
                         return Err(Error::config(
                             "gradient descent needs train.t_end or train.max_steps",
@@ -390,11 +442,62 @@ impl Config {
     }
 }
 
+/// Checks that one copy of the state of `engine` fits in [`MAX_STATE_ENTRIES`] entries:
+/// m1 m + 3 m d weights for the parameter engine, 4 d^2 Gram entries for the reduced one.
+/// The reduced engine also stores the weights while it starts from a parameter draw
+/// (`draws_weights`), so their count is checked then too.
+pub fn check_state_size(
+    engine: EngineKind,
+    draws_weights: bool,
+    d: usize,
+    m: u64,
+    m1: u64,
+) -> Result<(), Error> {
+    let d = d as u64;
+    let gib = |entries: u64| entries as f64 * 8.0 / (1u64 << 30) as f64;
+    let weights = m1
+        .saturating_mul(m)
+        .saturating_add(m.saturating_mul(d).saturating_mul(3));
+    if (engine == EngineKind::Parameter || draws_weights) && weights > MAX_STATE_ENTRIES {
+        let fix = match engine {
+            EngineKind::Parameter => "use train.engine = \"reduced\" with",
+            EngineKind::Reduced => "set",
+        };
+        return Err(Error::config(format!(
+            "the initial weights would have {weights} entries ({:.1} GiB) at d = {d}, m = {m}, \
+             m1 = {m1}, above the limit {MAX_STATE_ENTRIES}; {fix} init.reduced_from = \
+             \"wishart\" to draw the Gram state directly for widths this large",
+            gib(weights)
+        )));
+    }
+    let grams = d.saturating_mul(d).saturating_mul(4);
+    if engine == EngineKind::Reduced && grams > MAX_STATE_ENTRIES {
+        return Err(Error::config(format!(
+            "the reduced engine would hold {grams} Gram entries ({:.1} GiB per state copy) at \
+             d = {d}, above the limit {MAX_STATE_ENTRIES}; lower the vocabulary size (task.d, \
+             or n and L with distinct fillers)",
+            gib(grams)
+        )));
+    }
+    Ok(())
+}
+
 impl RecordConfig {
     /// Output times: 0, then `points` times up to `t_end` (the last is exactly `t_end`).
     pub fn times(&self, t_end: f64) -> Result<Vec<f64>, Error> {
         if self.points == 0 {
             return Err(Error::config("record.points = 0; it must be >= 1"));
+        }
+        if self.points > MAX_RECORD_POINTS {
+            return Err(Error::config(format!(
+                "record.points = {} is above the limit {MAX_RECORD_POINTS}; lower it",
+                self.points
+            )));
+        }
+        if self.grid == GridKind::Linear && self.t_first.is_some() {
+            return Err(Error::config(
+                "record.t_first applies only to grid = \"log\"; remove it or set grid = \"log\"",
+            ));
         }
         let mut times = vec![0.0];
         match self.grid {
@@ -416,8 +519,15 @@ impl RecordConfig {
         if let Some(last) = times.last_mut() {
             *last = t_end;
         }
-        times.dedup();
-        Ok(times)
+        // Rounding in the grid formula can put a time at or past the next one (for t_first
+        // within a few ulps of t_end), so keep only a strictly increasing sequence.
+        let mut increasing: Vec<f64> = Vec::with_capacity(times.len());
+        for t in times {
+            if increasing.last().is_none_or(|&previous| t > previous) && t <= t_end {
+                increasing.push(t);
+            }
+        }
+        Ok(increasing)
     }
 }
 
@@ -458,6 +568,46 @@ mod tests {
         let text = MINIMAL.replace("eta = 0.1", "eta = 0.1\netta = 2");
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("etta"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_suggests_closest() {
+        let text = MINIMAL.replace("eta = 0.1", "eta = 0.1\netta = 2");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown key `train.etta`; did you mean `eta`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn known_keys_match_config_fields() {
+        // A config with every optional value set serializes every field, so its keys are
+        // exactly the fields serde accepts.
+        let mut config = Config::from_toml(MINIMAL).unwrap();
+        config.task.dataset = Some(PathBuf::from("data.npz"));
+        config.init.c0 = Some(1.0);
+        config.init.c1 = Some(1.0);
+        config.init.sigma0 = Some(1.0);
+        config.init.sigma1 = Some(1.0);
+        config.init.weights = Some(PathBuf::from("weights.npz"));
+        config.train.t_end = Some(1.0);
+        config.train.target_loss = Some(0.1);
+        config.record.t_first = Some(0.1);
+        let table: toml::Table = toml::from_str(&config.to_toml()).unwrap();
+        let mut serialized = Vec::new();
+        for (key, value) in &table {
+            match value.as_table() {
+                Some(section) => {
+                    serialized.extend(section.keys().map(|inner| format!("{key}.{inner}")))
+                }
+                None => serialized.push(key.clone()),
+            }
+        }
+        serialized.sort();
+        let mut known = keys::all_keys();
+        known.sort();
+        assert_eq!(serialized, known);
     }
 
     #[test]

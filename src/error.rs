@@ -26,11 +26,12 @@ pub enum Error {
     #[error("gradient-flow integration failed at t = {time:e}: {reason}")]
     Integration { time: f64, reason: String },
 
-    #[error("failed to read or write {path}: {source}")]
+    /// The message includes the I/O error, which is therefore not also exposed as the
+    /// `source()`: a chain printer such as anyhow's `{:#}` would repeat it.
+    #[error("failed to read or write {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("failed to read {path} as .npz: {reason}")]
@@ -46,10 +47,10 @@ impl Error {
         Error::InvalidData(message.into())
     }
 
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

@@ -48,6 +48,23 @@ pub fn build_data(config: &Config) -> Result<TaskData, Error> {
             file.seq_len
         )));
     }
+    let rows = file.train_labels.len();
+    if rows != config.task.n {
+        return Err(Error::config(format!(
+            "{} has {rows} training samples but task.n = {}; set task.n = {rows}",
+            path.display(),
+            config.task.n
+        )));
+    }
+    if let Some((_, labels)) = &file.test
+        && labels.is_empty()
+    {
+        return Err(Error::invalid_data(format!(
+            "{}: `test_labels` is empty; remove `test_tokens` and `test_labels` to draw a test \
+             set, or store at least one test sample",
+            path.display()
+        )));
+    }
     let needed = file.min_vocab_size().max(4);
     let mut vocab_size = config.task.d.or(file.vocab_size).unwrap_or(needed);
     if vocab_size < needed {
@@ -142,6 +159,13 @@ pub struct Prepared {
 pub fn prepare(config: &Config) -> Result<Prepared, Error> {
     let data = build_data(config)?;
     let d = data.train.vocab_size;
+    crate::config::check_state_size(
+        config.train.engine,
+        config.draws_weights(),
+        d,
+        config.model.m,
+        config.model.m1,
+    )?;
     let dims = config.dims(d);
     let scheme = config.init_scheme()?;
     let (attention_law, head_law) = scheme.laws(dims)?;

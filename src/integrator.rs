@@ -5,9 +5,9 @@
 //! allocation-free stepper of [`crate::dopri5`]; `ode-solvers-dopri5` and `dop853` call the
 //! `ode_solvers` crate, whose Dormand-Prince 5(4) takes the same steps but allocates new
 //! state-sized vectors for every stage. The solver runs one segment at a time between output
-//! times, so outputs are hit exactly and only one state is kept in memory. Each segment
-//! starts from the solver's own initial step estimate; a resumed run therefore repeats an
-//! uninterrupted one exactly.
+//! times, so outputs are hit exactly and only one state is kept in memory. Each solver call
+//! starts from the step size the previous call ended with, which checkpoints store, so a
+//! resumed run repeats an uninterrupted one exactly.
 //!
 //! Gradient descent with step eta is the explicit Euler method of the flow, with time
 //! t = eta x step.

@@ -17,6 +17,8 @@ use crate::error::Error;
 use crate::model::Params;
 use crate::task::{Dataset, TaskData};
 
+mod header;
+
 type Reader = NpzReader<BufReader<File>>;
 
 fn open(path: &Path) -> Result<Reader, Error> {
@@ -37,6 +39,7 @@ fn names(reader: &mut Reader, path: &Path) -> Result<Vec<String>, Error> {
 
 /// Reads a float64 array of any shape and checks that every entry is finite.
 fn read_f64(reader: &mut Reader, path: &Path, name: &str) -> Result<ArrayD<f64>, Error> {
+    header::check_declared_size(path, name).map_err(|reason| npz_error(path, reason))?;
     let array: ArrayD<f64> = reader.by_name(name).map_err(|e| match e {
         ReadNpzError::Zip(_) => npz_error(path, format!("array `{name}` is missing")),
         other => npz_error(
@@ -57,6 +60,7 @@ fn read_f64(reader: &mut Reader, path: &Path, name: &str) -> Result<ArrayD<f64>,
 
 /// Reads an integer array of any signed or unsigned width as non-negative ids.
 fn read_ids(reader: &mut Reader, path: &Path, name: &str) -> Result<ArrayD<usize>, Error> {
+    header::check_declared_size(path, name).map_err(|reason| npz_error(path, reason))?;
     macro_rules! try_type {
         ($t:ty) => {
             if let Ok(array) = reader.by_name::<ndarray::OwnedRepr<$t>, ndarray::IxDyn>(name) {

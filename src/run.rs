@@ -60,6 +60,11 @@ pub struct RunState {
     pub gradient_evaluations: u64,
     /// Rows written to the trajectory so far.
     pub rows_written: usize,
+    /// How the run ended, once it has ended other than by an interrupt. Resuming a
+    /// finished run then does nothing, instead of recording its last row again or
+    /// integrating past the target loss.
+    #[serde(default)]
+    pub finished: Option<StopReason>,
 }
 
 impl RunState {
@@ -75,6 +80,7 @@ impl RunState {
             counts: SolverCounts::default(),
             gradient_evaluations: 0,
             rows_written: 0,
+            finished: None,
         }
     }
 }
@@ -103,6 +109,9 @@ pub fn run(
     sink: &mut dyn Sink,
     cancel: &AtomicBool,
 ) -> Result<StopReason, Error> {
+    if let Some(reason) = state.finished {
+        return Ok(reason);
+    }
     let evaluations_before = dynamics.gradient_evaluations;
     let result = if schedule.integrator.is_flow() {
         run_flow(dynamics, schedule, state, sink, cancel)
@@ -112,12 +121,20 @@ pub fn run(
     state.gradient_evaluations += dynamics.gradient_evaluations - evaluations_before;
     dynamics.gradient_evaluations = evaluations_before;
     let reason = result?;
+    if reason != StopReason::Interrupted {
+        state.finished = Some(reason);
+    }
     sink.checkpoint(state, true)?;
     Ok(reason)
 }
 
-fn non_finite_hint(schedule: &Schedule) -> String {
-    if schedule.integrator.is_flow() {
+/// Describes the likely cause of a non-finite value found after `steps` steps, and its fix.
+fn non_finite_hint(schedule: &Schedule, steps: u64) -> String {
+    if steps == 0 {
+        "the initial weights are too large for a finite output; lower init.c0/c1 or \
+         init.sigma0/sigma1, or rescale the weights file"
+            .to_string()
+    } else if schedule.integrator.is_flow() {
         "the initial weights may be too large for the solver; lower init.c0/c1 or \
          init.sigma0/sigma1, or tighten rtol"
             .to_string()
@@ -140,7 +157,7 @@ fn record(
         return Err(Error::NonFinite {
             quantity: quantity.to_string(),
             time: state.t,
-            hint: non_finite_hint(schedule),
+            hint: non_finite_hint(schedule, state.steps),
         });
     }
     sink.record(&row, state)?;
@@ -166,13 +183,18 @@ fn run_descent(
 
     loop {
         state.t = eta * state.steps as f64;
+        // Checked before any work on this step, so that a resumed run repeats exactly the
+        // evaluations of an uninterrupted one and the summaries agree.
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(StopReason::Interrupted);
+        }
         dynamics.evaluate_train(&state.y);
         let loss = dynamics.train_eval.loss;
         if !loss.is_finite() {
             return Err(Error::NonFinite {
                 quantity: "training loss".to_string(),
                 time: state.t,
-                hint: non_finite_hint(schedule),
+                hint: non_finite_hint(schedule, state.steps),
             });
         }
 
@@ -189,8 +211,6 @@ fn run_descent(
             } else {
                 StopReason::ReachedEnd
             })
-        } else if cancel.load(Ordering::Relaxed) {
-            Some(StopReason::Interrupted)
         } else {
             None
         };
@@ -210,7 +230,7 @@ fn run_descent(
         }
 
         if let Some(reason) = reason {
-            if !recorded && reason != StopReason::Interrupted {
+            if !recorded {
                 record(dynamics, state, sink, schedule)?;
             }
             return Ok(reason);
@@ -283,7 +303,7 @@ fn run_flow(
             state.step_hint,
             schedule.max_steps - state.steps,
         )
-        .map_err(|error| flow_error(error, dynamics, schedule))?;
+        .map_err(|error| flow_error(error, dynamics, schedule, state.steps))?;
         add_counts(state, advance.counts);
         state.t = advance.t;
         state.step_hint = advance.step_hint;
@@ -340,20 +360,20 @@ fn check_state_finite(state: &RunState, schedule: &Schedule) -> Result<(), Error
         return Err(Error::NonFinite {
             quantity: format!("state entry {index}"),
             time: state.t,
-            hint: non_finite_hint(schedule),
+            hint: non_finite_hint(schedule, state.steps),
         });
     }
     Ok(())
 }
 
 /// Reports a solver failure as a non-finite loss when that is its cause.
-fn flow_error(error: Error, dynamics: &Dynamics, schedule: &Schedule) -> Error {
+fn flow_error(error: Error, dynamics: &Dynamics, schedule: &Schedule, steps: u64) -> Error {
     match error {
         Error::Integration { time, .. } if !dynamics.train_eval.loss.is_finite() => {
             Error::NonFinite {
                 quantity: "training loss".to_string(),
                 time,
-                hint: non_finite_hint(schedule),
+                hint: non_finite_hint(schedule, steps),
             }
         }
         other => other,

@@ -423,7 +423,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("task.d = 50"), "{err}");
-        // 91 training tokens (see distinct_vocab_formula) plus 6 x 3 + 4 x 4 + 2 x 5 test fillers.
+        // 3 + 12*3 + 8*4 + 4*5 = 91 training ids, plus 2*3*3 + 2*2*4 + 2*5 = 44 test fillers.
         assert!(err.contains("d >= 135"), "{err}");
     }
 
