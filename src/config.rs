@@ -82,6 +82,18 @@ pub enum SchemeName {
     Gaussian,
 }
 
+impl SchemeName {
+    /// Spelling in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemeName::Theory => "theory",
+            SchemeName::KaimingUniform => "kaiming-uniform",
+            SchemeName::KaimingNormal => "kaiming-normal",
+            SchemeName::Gaussian => "gaussian",
+        }
+    }
+}
+
 /// Where the reduced engine takes its initial state from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -187,8 +199,10 @@ impl Config {
     /// config file's folder and made absolute.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config = Config::from_toml(&text)
-            .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+        let mut config = Config::from_toml(&text).map_err(|e| match e {
+            Error::Config(message) => Error::config(format!("{}: {message}", path.display())),
+            other => other,
+        })?;
         // Input paths are made absolute, so that the config saved in a run folder still
         // finds them when `--resume` loads it from there.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -241,16 +255,16 @@ impl Config {
         ] {
             if value.is_some() && !used.contains(&key) {
                 return Err(Error::config(format!(
-                    "init.{key} does not apply to scheme {:?}; remove it or change init.scheme",
-                    init.scheme
+                    "init.{key} does not apply to scheme \"{}\"; remove it or change init.scheme",
+                    init.scheme.name()
                 )));
             }
         }
         let need = |key: &str, value: Option<f64>| {
             let value = value.ok_or_else(|| {
                 Error::config(format!(
-                    "init.{key} is missing; scheme {:?} needs it",
-                    init.scheme
+                    "init.{key} is missing; scheme \"{}\" needs it",
+                    init.scheme.name()
                 ))
             })?;
             if value.is_finite() && value > 0.0 {
@@ -435,6 +449,8 @@ impl Config {
                 atol: train.atol,
             },
             t_end,
+            end_is_step_limit: train.integrator == IntegratorKind::GradientDescent
+                && train.t_end.is_none(),
             max_steps,
             target_loss: train.target_loss,
             record_times: self.record.times(t_end)?,

@@ -169,12 +169,8 @@ pub fn prepare(config: &Config) -> Result<Prepared, Error> {
     let dims = config.dims(d);
     let scheme = config.init_scheme()?;
     let (attention_law, head_law) = scheme.laws(dims)?;
-    let scheme_name = serde_json::to_value(config.init.scheme)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
     let mut init = InitInfo {
-        scheme: scheme_name,
+        scheme: config.init.scheme.name().to_string(),
         sigma0: attention_law.std(),
         sigma1: head_law.std(),
         drawn_as: "parameters".to_string(),
@@ -324,6 +320,7 @@ pub fn execute(
     let (mut state, earlier_seconds) = if options.resume {
         load_checkpoint(out, &hash, prepared.y0.len())?
     } else {
+        remove_earlier_outputs(out)?;
         output::write_atomic(&out.join(output::CONFIG), config.to_toml().as_bytes())?;
         if options.save_inputs {
             npz::write_dataset(&out.join(output::DATASET), &prepared.dynamics.data)?;
@@ -401,11 +398,35 @@ pub fn execute(
     };
     output::write_json(&out.join(output::SUMMARY), &summary)?;
     log::info!(
-        "run stopped ({reason:?}) at t = {:e} with loss {:e}",
+        "run stopped ({}) at t = {:e} with loss {:e}",
+        reason.name(),
         state.t,
         last.loss
     );
     Ok(summary)
+}
+
+/// Deletes what an earlier run left in `out`, so that a new run never sits beside the
+/// summary, checkpoint, check results or inputs of another one.
+fn remove_earlier_outputs(out: &Path) -> Result<(), Error> {
+    let derived = [
+        output::SUMMARY,
+        output::CHECKPOINT,
+        output::TRAJECTORY,
+        output::DATASET,
+        output::INIT_WEIGHTS,
+        crate::theory::CHECK,
+        crate::theory::PREDICTIONS,
+    ];
+    for name in derived {
+        let path = out.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!("removed {} of an earlier run", path.display()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(Error::io(&path, error)),
+        }
+    }
+    Ok(())
 }
 
 fn trace_gv(state: &ReducedState) -> f64 {

@@ -149,11 +149,12 @@ impl RunFolder {
             let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] t = {msg} ({eta} left, log-time scale)",
+                    "{elapsed_precise} [{bar:30}] t = {msg} (bar on a log scale of t)",
                 )
                 .expect("template is valid")
                 .progress_chars("=> "),
             );
+            bar.set_message("0");
             bar
         } else {
             ProgressBar::hidden()

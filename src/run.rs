@@ -25,6 +25,18 @@ pub enum StopReason {
     Interrupted,
 }
 
+impl StopReason {
+    /// Spelling in `summary.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::ReachedEnd => "reached-end",
+            StopReason::TargetLoss => "target-loss",
+            StopReason::StepLimit => "step-limit",
+            StopReason::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// Settings of the loop, resolved from a config.
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -34,6 +46,9 @@ pub struct Schedule {
     pub tolerances: Tolerances,
     /// Final time.
     pub t_end: f64,
+    /// Whether `t_end` was derived as eta x max_steps, so that reaching it means using up
+    /// the step limit.
+    pub end_is_step_limit: bool,
     /// Limit on gradient-descent steps, or on accepted plus rejected solver steps.
     pub max_steps: u64,
     pub target_loss: Option<f64>,
@@ -206,7 +221,8 @@ fn run_descent(
         let reason = if schedule.target_loss.is_some_and(|target| loss <= target) {
             Some(StopReason::TargetLoss)
         } else if state.steps >= last_step {
-            Some(if last_step < (schedule.t_end / eta).round() as u64 {
+            let short = last_step < (schedule.t_end / eta).round() as u64;
+            Some(if short || schedule.end_is_step_limit {
                 StopReason::StepLimit
             } else {
                 StopReason::ReachedEnd

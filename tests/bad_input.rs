@@ -184,11 +184,11 @@ fn inconsistent_settings_rejected() {
     let cases = [
         (
             BASE.replace("sigma1 = 0.1", ""),
-            "init.sigma1 is missing; scheme Gaussian needs it",
+            "init.sigma1 is missing; scheme \"gaussian\" needs it",
         ),
         (
             BASE.replace("sigma1 = 0.1", "sigma1 = 0.1\nc0 = 1.0"),
-            "init.c0 does not apply to scheme Gaussian",
+            "init.c0 does not apply to scheme \"gaussian\"",
         ),
         (
             BASE.replace("eta = 0.1\n", ""),

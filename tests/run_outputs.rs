@@ -244,3 +244,18 @@ fn engines_agree_end_to_end() {
         assert!((x.gamma_1 - y.gamma_1).abs() <= 1e-8 * x.gamma_1.abs().max(1e-3));
     }
 }
+
+/// A fresh run into a used folder removes the earlier run's check results, so that
+/// `attnflow plot` never draws them beside the new trajectory.
+#[test]
+fn fresh_run_removes_stale_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("run");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("check.json"), "{}").unwrap();
+    std::fs::write(folder.join("predictions.csv"), "t\n0\n").unwrap();
+    run(dir.path(), DESCENT, &[]);
+    assert!(!folder.join("check.json").exists());
+    assert!(!folder.join("predictions.csv").exists());
+    assert!(folder.join("summary.json").exists());
+}
