@@ -4,7 +4,7 @@
 mod common;
 
 use attnflow::dynamics::Dynamics;
-use attnflow::integrator::{EventWatch, IntegratorKind, Tolerances, advance_flow};
+use attnflow::integrator::Tolerances;
 use common::{DISTINCT, NARROW, SAMPLED, Sizes};
 
 /// Gram state of the parameter engine's `y` and the reduced engine's `z`, compared block by
@@ -97,27 +97,6 @@ fn descent_agrees_distinct_fillers() {
     check_descent(DISTINCT, 13);
 }
 
-/// Integrates to `t_end` in as many solver calls as it takes.
-fn integrate(dynamics: &mut Dynamics, y: &mut Vec<f64>, t_end: f64, tolerances: Tolerances) {
-    let (mut t, mut hint) = (0.0, 0.0);
-    while t < t_end {
-        let advance = advance_flow(
-            dynamics,
-            IntegratorKind::Dopri5,
-            tolerances,
-            EventWatch::default(),
-            y,
-            t,
-            t_end,
-            hint,
-            1_000_000,
-        )
-        .unwrap();
-        t = advance.t;
-        hint = advance.step_hint;
-    }
-}
-
 fn check_flow(sizes: Sizes, seed: u64) {
     let data = common::data(sizes, seed);
     let params = common::params(&data, sizes, 0.5, 0.4, seed);
@@ -128,8 +107,8 @@ fn check_flow(sizes: Sizes, seed: u64) {
         atol: 1e-13,
     };
     for t_end in [0.5, 2.0, 6.0] {
-        integrate(&mut parameter, &mut y, t_end, tolerances);
-        integrate(&mut reduced, &mut z, t_end, tolerances);
+        common::integrate(&mut parameter, &mut y, t_end, tolerances, |_, _, _| {});
+        common::integrate(&mut reduced, &mut z, t_end, tolerances, |_, _, _| {});
     }
     // Both runs meet rtol = 1e-11 per step; the global error after a few hundred steps of a
     // contracting flow stays far below 1e-7.

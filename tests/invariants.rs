@@ -4,7 +4,7 @@ mod common;
 
 use attnflow::dynamics::Dynamics;
 use attnflow::engine::ParameterEngine;
-use attnflow::integrator::{EventWatch, IntegratorKind, Tolerances, advance_flow};
+use attnflow::integrator::Tolerances;
 use common::{NARROW, SAMPLED, Sizes};
 use ndarray::Array2;
 
@@ -22,24 +22,9 @@ fn integrate_monotone(dynamics: &mut Dynamics, y: &mut Vec<f64>, t_end: f64) {
         rtol: 1e-10,
         atol: 1e-12,
     };
-    let (mut t, mut hint) = (0.0, 0.0);
     dynamics.evaluate_train_forward(y);
     let mut previous = dynamics.train_eval.loss;
-    while t < t_end {
-        let advance = advance_flow(
-            dynamics,
-            IntegratorKind::Dopri5,
-            tolerances,
-            EventWatch::default(),
-            y,
-            t,
-            t_end,
-            hint,
-            1_000_000,
-        )
-        .unwrap();
-        t = advance.t;
-        hint = advance.step_hint;
+    common::integrate(dynamics, y, t_end, tolerances, |dynamics, y, t| {
         dynamics.evaluate_train_forward(y);
         let loss = dynamics.train_eval.loss;
         assert!(
@@ -47,7 +32,7 @@ fn integrate_monotone(dynamics: &mut Dynamics, y: &mut Vec<f64>, t_end: f64) {
             "loss rose from {previous} to {loss} at t = {t}"
         );
         previous = loss;
-    }
+    });
 }
 
 fn check_flow_invariants(sizes: Sizes, seed: u64) {

@@ -5,6 +5,7 @@
 
 use attnflow::dynamics::Dynamics;
 use attnflow::engine::{ParameterEngine, ReducedEngine, ReducedState};
+use attnflow::integrator::{EventWatch, IntegratorKind, Tolerances, advance_flow};
 use attnflow::model::{Dims, InitScheme, Params};
 use attnflow::task::{FillerMode, TaskData, TaskSpec};
 use rand::SeedableRng;
@@ -101,4 +102,33 @@ pub fn relative_difference(a: &[f64], b: &[f64]) -> f64 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f64::max)
         / scale
+}
+
+/// Integrates gradient flow with `dopri5` from t = 0 to `t_end`, in as many solver calls as
+/// it takes, calling `after_call(dynamics, y, t)` after each call.
+pub fn integrate(
+    dynamics: &mut Dynamics,
+    y: &mut Vec<f64>,
+    t_end: f64,
+    tolerances: Tolerances,
+    mut after_call: impl FnMut(&mut Dynamics, &[f64], f64),
+) {
+    let (mut t, mut hint) = (0.0, 0.0);
+    while t < t_end {
+        let advance = advance_flow(
+            dynamics,
+            IntegratorKind::Dopri5,
+            tolerances,
+            EventWatch::default(),
+            y,
+            t,
+            t_end,
+            hint,
+            1_000_000,
+        )
+        .unwrap();
+        t = advance.t;
+        hint = advance.step_hint;
+        after_call(dynamics, y, t);
+    }
 }
