@@ -131,7 +131,7 @@ fn generate_test_set(
     Ok(test)
 }
 
-/// How the initial state was drawn, recorded in the summary.
+/// Initialization actually used, recorded in the summary.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InitInfo {
     /// "theory", "kaiming-uniform", "kaiming-normal", "gaussian" or "file".
@@ -463,7 +463,7 @@ fn load_checkpoint(out: &Path, hash: &str, state_len: usize) -> Result<(RunState
     }
     if checkpoint.state.y.len() != state_len {
         return Err(Error::invalid_data(format!(
-            "{} holds a state of length {} but this config needs {state_len}",
+            "{} contains a state of length {} but this config needs {state_len}",
             path.display(),
             checkpoint.state.y.len()
         )));

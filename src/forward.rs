@@ -122,7 +122,7 @@ impl Evaluation {
 /// Runs the forward pass over `data` and, if `sensitivities` is set, accumulates `rho` and
 /// `delta`.
 ///
-/// `gamma` has length d; `scores` holds S at each pair of `index` (unscaled); `width` is m.
+/// `gamma` has length d; `scores` contains S at each pair of `index` (unscaled); `width` is m.
 pub fn evaluate(
     data: &Dataset,
     index: &PairIndex,

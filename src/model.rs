@@ -9,7 +9,7 @@ use crate::error::Error;
 
 /// The trainable weights W, W_V, W_K, W_Q and the fixed sign vector a.
 ///
-/// Shapes follow the paper: `w` is (m1, m), `w_v`, `w_k`, `w_q` are (m, d), `a` has length m1.
+/// Shapes follow the usual (out, in) convention of linear layers: `w` is (m1, m), `w_v`, `w_k`, `w_q` are (m, d), `a` has length m1.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
     pub w: Array2<f64>,

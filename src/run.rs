@@ -75,7 +75,7 @@ pub struct RunState {
     pub gradient_evaluations: u64,
     /// Rows written to the trajectory so far.
     pub rows_written: usize,
-    /// How the run ended, once it has ended other than by an interrupt. Resuming a
+    /// Stop reason of a run that has ended other than by an interrupt. Resuming a
     /// finished run then does nothing, instead of recording its last row again or
     /// integrating past the target loss.
     #[serde(default)]
@@ -105,8 +105,8 @@ pub trait Sink {
     /// Called with each recorded row, in time order.
     fn record(&mut self, row: &Observation, state: &RunState) -> Result<(), Error>;
 
-    /// Called after each record and when the run stops; writes a checkpoint when due.
-    /// `force` asks for one now.
+    /// Called after each record and when the run stops; writes a checkpoint when due,
+    /// or at once when `force` is set.
     fn checkpoint(&mut self, state: &RunState, force: bool) -> Result<(), Error>;
 
     /// Called as time advances, for progress display.

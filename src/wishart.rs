@@ -33,7 +33,7 @@ pub fn sample_wishart_diagonal(m: u64, variances: &[f64], rng: &mut impl Rng) ->
     gram
 }
 
-/// A A^T for the Bartlett factor A of W_p(m, I); needs m >= p.
+/// Draws A A^T for the Bartlett factor A of W_p(m, I), which needs m >= p.
 fn bartlett_standard(m: u64, p: usize, rng: &mut impl Rng) -> Array2<f64> {
     let mut factor = Array2::<f64>::zeros((p, p));
     for i in 0..p {
