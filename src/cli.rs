@@ -179,6 +179,21 @@ fn apply_overrides(mut config: Config, args: &RunArgs) -> Result<Config> {
 
 fn run_command(args: RunArgs) -> Result<i32> {
     let config = if args.resume {
+        let overrides = [
+            ("--dataset", args.dataset.is_some()),
+            ("--init-weights", args.init_weights.is_some()),
+            ("--engine", args.engine.is_some()),
+            ("--integrator", args.integrator.is_some()),
+            ("--seed", args.seed.is_some()),
+            ("--t-end", args.t_end.is_some()),
+        ];
+        if let Some((flag, _)) = overrides.iter().find(|(_, given)| *given) {
+            anyhow::bail!(
+                "{flag} cannot change a resumed run, which continues with the config saved in \
+                 {}; start a new run in another folder instead",
+                args.out.join(output::CONFIG).display()
+            );
+        }
         if args.config.is_some() {
             anyhow::bail!(
                 "--resume takes its config from {}; remove the config argument",

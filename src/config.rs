@@ -302,6 +302,16 @@ impl Config {
 
     /// Checks every range and combination that can be checked without reading files.
     pub fn validate(&self) -> Result<(), Error> {
+        // TOML integers are signed 64-bit, so a larger seed could not be read back from the
+        // config.toml of its run folder.
+        if self.seed > i64::MAX as u64 {
+            return Err(Error::config(format!(
+                "seed = {} is larger than {}, the largest integer a config file can hold; \
+                 choose a smaller seed",
+                self.seed,
+                i64::MAX
+            )));
+        }
         if self.task.dataset.is_none() {
             self.task_spec().resolved_vocab_size()?;
         } else if self.task.n == 0 {

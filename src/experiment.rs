@@ -318,7 +318,20 @@ pub fn execute(
     let mut prepared = prepare(config)?;
 
     let (mut state, earlier_seconds) = if options.resume {
-        load_checkpoint(out, &hash, prepared.y0.len())?
+        let loaded = load_checkpoint(out, &hash, prepared.y0.len())?;
+        if loaded.0.next_record > schedule.record_times.len() {
+            return Err(Error::invalid_data(format!(
+                "{} points past the last of the {} output times; the checkpoint is damaged, \
+                 so start the run again without --resume",
+                out.join(output::CHECKPOINT).display(),
+                schedule.record_times.len()
+            )));
+        }
+        // Check results describe the trajectory as it was; a resumed run extends it.
+        if loaded.0.finished.is_none() {
+            remove_outputs(out, &[crate::theory::CHECK, crate::theory::PREDICTIONS])?;
+        }
+        loaded
     } else {
         remove_earlier_outputs(out)?;
         output::write_atomic(&out.join(output::CONFIG), config.to_toml().as_bytes())?;
@@ -409,16 +422,23 @@ pub fn execute(
 /// Deletes what an earlier run left in `out`, so that a new run never sits beside the
 /// summary, checkpoint, check results or inputs of another one.
 fn remove_earlier_outputs(out: &Path) -> Result<(), Error> {
-    let derived = [
-        output::SUMMARY,
-        output::CHECKPOINT,
-        output::TRAJECTORY,
-        output::DATASET,
-        output::INIT_WEIGHTS,
-        crate::theory::CHECK,
-        crate::theory::PREDICTIONS,
-    ];
-    for name in derived {
+    remove_outputs(
+        out,
+        &[
+            output::SUMMARY,
+            output::CHECKPOINT,
+            output::TRAJECTORY,
+            output::DATASET,
+            output::INIT_WEIGHTS,
+            crate::theory::CHECK,
+            crate::theory::PREDICTIONS,
+        ],
+    )
+}
+
+/// Deletes the files `names` from `out` where they exist.
+fn remove_outputs(out: &Path, names: &[&str]) -> Result<(), Error> {
+    for &name in names {
         let path = out.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => log::info!("removed {} of an earlier run", path.display()),

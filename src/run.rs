@@ -278,11 +278,14 @@ fn run_flow(
         }
     }
 
+    // Time of the last row written, so that a stop at an output time is not recorded twice.
+    let mut recorded_at: Option<f64> = None;
     loop {
         let record_due = state.next_record < schedule.record_times.len()
             && state.t >= schedule.record_times[state.next_record];
         if record_due {
             let row = record(dynamics, state, sink, schedule)?;
+            recorded_at = Some(state.t);
             state.next_record += 1;
             sink.checkpoint(state, false)?;
             if schedule
@@ -296,7 +299,9 @@ fn run_flow(
             return Ok(StopReason::ReachedEnd);
         }
         if state.steps >= schedule.max_steps {
-            record(dynamics, state, sink, schedule)?;
+            if recorded_at != Some(state.t) {
+                record(dynamics, state, sink, schedule)?;
+            }
             return Ok(StopReason::StepLimit);
         }
         if cancel.load(Ordering::Relaxed) {

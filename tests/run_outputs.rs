@@ -259,3 +259,56 @@ fn fresh_run_removes_stale_outputs() {
     assert!(!folder.join("predictions.csv").exists());
     assert!(folder.join("summary.json").exists());
 }
+
+/// A flow run that uses up its step budget at an output time writes that row once.
+#[test]
+fn flow_step_limit_writes_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = flow_config().replace("target_loss = 0.01", "max_steps = 50");
+    run(dir.path(), &config, &[]);
+    let rows = trajectory(dir.path());
+    let times: Vec<f64> = rows.iter().map(|row| row.t).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "times not increasing: {times:?}"
+    );
+}
+
+/// Flags that would change the config are rejected with --resume.
+#[test]
+fn resume_rejects_config_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), DESCENT, &[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .args(["run", "--resume", "--t-end", "5", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--t-end cannot change a resumed run"),
+        "{stderr}"
+    );
+}
+
+/// A seed that a config file cannot hold is rejected before the run starts.
+#[test]
+fn oversized_seed_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config-in.toml");
+    std::fs::write(&path, DESCENT).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("run")
+        .arg(&path)
+        .args(["--seed", "18446744073709551615", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the largest integer a config file can hold"),
+        "{stderr}"
+    );
+}

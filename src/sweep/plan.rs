@@ -210,9 +210,10 @@ impl SweepSpec {
             .into_iter()
             .flatten()
         {
-            if file.is_relative() {
-                *file = self.base_dir.join(&*file);
-            }
+            // Absolute, so that the config saved in each run folder still finds the file
+            // from there (for `--resume` and `attnflow check`).
+            let joined = self.base_dir.join(&*file);
+            *file = std::path::absolute(&joined).map_err(|e| Error::io(&joined, e))?;
         }
         Ok(config)
     }

@@ -91,8 +91,8 @@ pub struct RunRow {
 }
 
 impl RunRow {
-    /// Fills the claim columns from a check report.
-    fn set_claims(&mut self, report: &CheckReport) {
+    /// Fills the claim columns from a check report, or marks them "check-failed".
+    fn set_claims(&mut self, report: Option<&CheckReport>) {
         let columns: [(&mut String, &mut f64); 12] = [
             (&mut self.claim_01, &mut self.claim_01_measured),
             (&mut self.claim_02, &mut self.claim_02_measured),
@@ -108,13 +108,17 @@ impl RunRow {
             (&mut self.claim_12, &mut self.claim_12_measured),
         ];
         for (id, (verdict, measured)) in (1u8..).zip(columns) {
-            match report.claim(id) {
-                Some(claim) => {
+            match report.map(|report| report.claim(id)) {
+                Some(Some(claim)) => {
                     *verdict = claim.verdict.name().replace(' ', "-");
                     *measured = claim.measured;
                 }
-                None => {
+                Some(None) => {
                     *verdict = "missing".to_string();
+                    *measured = f64::NAN;
+                }
+                None => {
+                    *verdict = "check-failed".to_string();
                     *measured = f64::NAN;
                 }
             }
@@ -140,9 +144,18 @@ pub fn finished_summary(folder: &Path, config_hash: &str) -> Option<Summary> {
 pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, Error> {
     let config = Config::from_file(&folder.join(output::CONFIG))?;
     let trajectory = read_trajectory(&folder.join(output::TRAJECTORY))?;
-    let report = check_run(folder)?;
+    // A run whose check fails (for example when the frozen-attention baseline cannot be
+    // integrated) still gets its row, with NaN theory columns and "check-failed" verdicts.
+    let report = match check_run(folder) {
+        Ok(report) => Some(report),
+        Err(error) => {
+            log::warn!("attnflow check failed on {}: {error}", folder.display());
+            None
+        }
+    };
     let beta0 = trajectory.first().map_or(f64::NAN, |row| row.beta);
-    let law = report.loss_law;
+    let kappa = report.as_ref().map_or(f64::NAN, |report| report.kappa);
+    let law = report.as_ref().and_then(|report| report.loss_law);
     let stop_reason = serde_json::to_value(summary.stop_reason)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -171,8 +184,8 @@ pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, 
         steps: summary.steps,
         wall_seconds: summary.wall_seconds,
         beta0,
-        kappa: report.kappa,
-        t1_kappa: summary.t1.map(|t1| t1 * report.kappa),
+        kappa,
+        t1_kappa: summary.t1.map(|t1| t1 * kappa),
         c: law.map(|fit| fit.slope_c),
         c_r2: law.map(|fit| fit.r_squared),
         c_points: law.map(|fit| fit.points),
@@ -180,7 +193,7 @@ pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, 
         c_over_mean_beta: law.map(|fit| fit.c_over_beta),
         ..RunRow::default()
     };
-    row.set_claims(&report);
+    row.set_claims(report.as_ref());
     Ok(row)
 }
 
