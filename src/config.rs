@@ -94,7 +94,7 @@ impl SchemeName {
     }
 }
 
-/// Where the reduced engine takes its initial state from.
+/// Source of the reduced engine's initial state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReducedInit {
@@ -239,7 +239,7 @@ impl Config {
         }
     }
 
-    /// The initialization law, with the keys that do not belong to it rejected.
+    /// Resolves the initialization law, rejecting keys that do not belong to it.
     pub fn init_scheme(&self) -> Result<InitScheme, Error> {
         let init = &self.init;
         let used: &[&str] = match init.scheme {
@@ -378,7 +378,7 @@ impl Config {
             && self.init.reduced_from == ReducedInit::Wishart)
     }
 
-    /// The loop settings: integrator, final time, step limit and output times.
+    /// Resolves the loop settings: integrator, final time, step limit and output times.
     pub fn schedule(&self) -> Result<Schedule, Error> {
         let train = &self.train;
         let positive = |key: &str, value: f64| {

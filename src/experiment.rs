@@ -185,6 +185,9 @@ pub fn prepare(config: &Config) -> Result<Prepared, Error> {
         let params = npz::read_weights(path, d)?;
         check_widths(config, &params, path)?;
         init.scheme = "file".to_string();
+        // NOTE: the sample standard deviation of a file's weights differs slightly from the
+        // sigma0 of the law they were drawn from, so kappa differs slightly between a drawn
+        // run and its replay from files.
         init.sigma0 = std_of(&[&params.w_v, &params.w_k, &params.w_q]);
         init.sigma1 = std_of(&[&params.w]);
         Some(params)

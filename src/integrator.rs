@@ -81,7 +81,7 @@ pub struct EventWatch {
 }
 
 impl EventWatch {
-    /// Whether `dynamics`, freshly evaluated at a state, meets one of the conditions.
+    /// Returns whether `dynamics`, freshly evaluated at a state, meets one of the conditions.
     pub fn is_met(&self, dynamics: &Dynamics) -> bool {
         let correct = self.all_correct && dynamics.min_margin() > 0.0;
         let low_loss = self
@@ -91,7 +91,7 @@ impl EventWatch {
     }
 }
 
-/// Where one solver call ended.
+/// End point of one solver call.
 pub struct Advance {
     /// Time and state reached.
     pub t: f64,

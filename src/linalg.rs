@@ -25,8 +25,8 @@ macro_rules! dispatch {
 
 pub(crate) use dispatch;
 
-/// Dot product with eight independent partial sums, so the loop vectorizes; the summation
-/// order is fixed, so results do not depend on the machine or thread count.
+/// Computes a dot product with eight independent partial sums, so the loop vectorizes. The
+/// summation order is fixed, so results do not depend on the machine or thread count.
 pub fn dot(x: &[f64], y: &[f64]) -> f64 {
     assert_eq!(x.len(), y.len());
     dispatch!(dot_kernel, dot_avx2, (x: &[f64], y: &[f64]) -> f64);

@@ -51,7 +51,7 @@ impl AtomicFile {
         })
     }
 
-    /// A second handle to the temporary file, for writers that take ownership.
+    /// Opens a second handle to the temporary file, for writers that take ownership.
     pub fn handle(&self) -> Result<File, Error> {
         self.file.try_clone().map_err(|e| Error::io(&self.temp, e))
     }
@@ -225,7 +225,7 @@ impl Sink for RunFolder {
     }
 }
 
-/// The CSV header of `trajectory.csv`.
+/// Builds the CSV header line of `trajectory.csv`.
 pub fn header_line() -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let example = Observation::default();

@@ -74,7 +74,7 @@ impl Group {
 #[serde(rename_all = "kebab-case")]
 pub enum FillerMode {
     /// Every filler occurrence in the training set is a different token, so each filler
-    /// appears once; test samples use further tokens that no training sample contains.
+    /// appears once. Test samples use further tokens that no training sample contains.
     Distinct,
     /// Fillers drawn uniformly with replacement from ids 3..d.
     Sampled,

@@ -76,7 +76,7 @@ impl ParameterEngine {
         }
     }
 
-    /// Weights of a flat state, in the paper's shapes.
+    /// Converts a flat state back to weights in the (out, in) shapes of the file format.
     pub fn params(&self, y: &[f64]) -> Params {
         let layout = self.layout();
         let token_major = |range: std::ops::Range<usize>| {

@@ -156,10 +156,6 @@ pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, 
     let beta0 = trajectory.first().map_or(f64::NAN, |row| row.beta);
     let kappa = report.as_ref().map_or(f64::NAN, |report| report.kappa);
     let law = report.as_ref().and_then(|report| report.loss_law);
-    let stop_reason = serde_json::to_value(summary.stop_reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
 
     let mut row = RunRow {
         run: name.to_string(),
@@ -176,7 +172,7 @@ pub fn read_row(folder: &Path, name: &str, summary: &Summary) -> Result<RunRow, 
         c1: config.init.c1,
         sigma0: summary.init.sigma0,
         sigma1: summary.init.sigma1,
-        stop_reason,
+        stop_reason: summary.stop_reason.name().to_string(),
         t1: summary.t1,
         final_t: summary.final_t,
         final_loss: summary.final_loss,

@@ -128,7 +128,8 @@ fn not_applicable(id: u8, statement: &str, reason: &str) -> ClaimResult {
 const NO_T1: &str = "T1 not reached";
 const INTERRUPTED: &str = "run interrupted before its end; resume it, then check again";
 
-/// Whether the run stopped by a signal, so that its last state is not the end of training.
+/// Returns whether the run stopped by a signal, so that its last state is not the end of
+/// training.
 fn interrupted(record: &RunRecord) -> bool {
     record.summary.stop_reason == StopReason::Interrupted
 }
