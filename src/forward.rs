@@ -77,6 +77,60 @@ pub fn logistic(z: f64) -> f64 {
     }
 }
 
+/// Both `softplus(z)` and `logistic(z)` from one exponential, with the same bits as the two
+/// functions.
+fn softplus_and_logistic(z: f64) -> (f64, f64) {
+    let e = (-z.abs()).exp();
+    let softplus = z.max(0.0) + e.ln_1p();
+    let logistic = if z >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    };
+    (softplus, logistic)
+}
+
+/// Row sums below this fall back to [`shifted_row_exp`]. A row whose sum is at least this
+/// has its largest term at least 1e-200 / L, so terms that underflowed to subnormals or zero
+/// are below 1e-100 of it and their lost digits are far below rounding.
+const MIN_ROW_SUM: f64 = 1e-200;
+
+/// Writes `pair_exp[p] = exp(s_p - shift[q])` for every pair p = (key, q), where s_p is the
+/// scaled score and shift[q] the largest scaled score of any pair with query token q.
+///
+/// Every attention row has one query token, so its softmax is these exponentials divided by
+/// their row sum: one exponential per distinct pair instead of one per position. No term
+/// exceeds 1, so none overflows, but a row whose largest score is far below its query's
+/// largest can underflow and then goes through [`shifted_row_exp`].
+fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Evaluation) {
+    out.query_shift
+        .iter_mut()
+        .for_each(|v| *v = f64::NEG_INFINITY);
+    for (&(_, query), &score) in index.pairs.iter().zip(scores) {
+        let shift = &mut out.query_shift[query];
+        *shift = shift.max(score * scale);
+    }
+    for ((value, &(_, query)), &score) in out.pair_exp.iter_mut().zip(&index.pairs).zip(scores) {
+        *value = (score * scale - out.query_shift[query]).exp();
+    }
+}
+
+/// Fills `row` with exp(s_h - max_h s_h) from the scores of the row's pairs and returns its
+/// sum, at least 1.
+fn shifted_row_exp(row: &mut [f64], row_ids: &[u32], scores: &[f64], scale: f64) -> f64 {
+    let mut max = f64::NEG_INFINITY;
+    for (p, &id) in row.iter_mut().zip(row_ids) {
+        *p = scores[id as usize] * scale;
+        max = max.max(*p);
+    }
+    let mut sum = 0.0;
+    for p in row.iter_mut() {
+        *p = (*p - max).exp();
+        sum += *p;
+    }
+    sum
+}
+
 /// Results of one forward pass over a dataset, with reusable buffers.
 #[derive(Clone, Debug)]
 pub struct Evaluation {
@@ -95,6 +149,10 @@ pub struct Evaluation {
     attention: Vec<f64>,
     received: Vec<f64>,
     mean_readout: Vec<f64>,
+    /// exp(s_p - shift) for each pair of the [`PairIndex`]; see [`pair_exponentials`].
+    pair_exp: Vec<f64>,
+    /// Largest scaled score per query token, length d.
+    query_shift: Vec<f64>,
 }
 
 impl Evaluation {
@@ -110,6 +168,8 @@ impl Evaluation {
             attention: vec![0.0; seq_len * seq_len],
             received: vec![0.0; seq_len],
             mean_readout: vec![0.0; seq_len],
+            pair_exp: vec![0.0; index.pairs.len()],
+            query_shift: vec![0.0; data.vocab_size],
         }
     }
 
@@ -140,25 +200,26 @@ pub fn evaluate(
         out.delta.iter_mut().for_each(|v| *v = 0.0);
     }
     let mut total_loss = 0.0;
+    pair_exponentials(index, scores, scale, out);
 
     for i in 0..n {
         let x = data.sample(i);
         let ids = &index.sample_pairs[i * seq_len * seq_len..(i + 1) * seq_len * seq_len];
 
-        // Attention rows p_l = softmax_h(s_{l,h}), max-shifted, and what each key receives.
+        // Attention rows p_l = softmax_h(s_{l,h}) from the shifted exponentials of the
+        // pairs, and what each key receives.
         out.received.iter_mut().for_each(|v| *v = 0.0);
         for l in 0..seq_len {
             let row = &mut out.attention[l * seq_len..(l + 1) * seq_len];
             let row_ids = &ids[l * seq_len..(l + 1) * seq_len];
-            let mut max = f64::NEG_INFINITY;
-            for (p, &id) in row.iter_mut().zip(row_ids) {
-                *p = scores[id as usize] * scale;
-                max = max.max(*p);
-            }
             let mut sum = 0.0;
-            for p in row.iter_mut() {
-                *p = (*p - max).exp();
+            for (p, &id) in row.iter_mut().zip(row_ids) {
+                *p = out.pair_exp[id as usize];
                 sum += *p;
+            }
+            // A NaN sum also takes this branch and stays NaN.
+            if sum < MIN_ROW_SUM || sum.is_nan() {
+                sum = shifted_row_exp(row, row_ids, scores, scale);
             }
             let mut mean = 0.0;
             for (h, p) in row.iter_mut().enumerate() {
@@ -174,8 +235,7 @@ pub fn evaluate(
         let y = data.labels[i];
         let margin = y * output;
         out.outputs[i] = output;
-        out.sample_loss[i] = softplus(-margin);
-        out.g[i] = logistic(-margin);
+        (out.sample_loss[i], out.g[i]) = softplus_and_logistic(-margin);
         total_loss += out.sample_loss[i];
 
         if !sensitivities {
@@ -236,6 +296,54 @@ mod tests {
         }
         // The second sample repeats (2, 2) four times, so it adds only (5,2), (2,5), (5,5).
         assert_eq!(index.pairs.len(), 9 + 3);
+    }
+
+    /// Softmax of one attention row computed directly, max-shifted.
+    fn softmax(scores: &[f64]) -> Vec<f64> {
+        let max = scores.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        exps.iter().map(|e| e / sum).collect()
+    }
+
+    #[test]
+    fn underflowing_rows_fall_back_to_row_shift() {
+        // Both samples have a row with query token 2. The pairs with token 0 or 1 (only in
+        // sample 0) get scaled scores near 900 and all others near -900. So in sample 1's
+        // row of query 2, exp(s - 900) underflows, and the row must be shifted by its own
+        // maximum.
+        let data = Dataset::new(vec![0, 1, 2, 3, 4, 2], vec![1.0, -1.0], 3, 5).unwrap();
+        let index = PairIndex::new(&data);
+        let width: f64 = 4.0;
+        let scaled = |key: usize, query: usize| {
+            let base = if key < 2 || query < 2 { 900.0 } else { -900.0 };
+            base + key as f64 - 0.5 * query as f64
+        };
+        let scores: Vec<f64> = index
+            .pairs
+            .iter()
+            .map(|&(key, query)| scaled(key, query) * width.sqrt())
+            .collect();
+        let gamma = [0.3, -0.7, 1.1, 0.2, -0.4];
+        let mut eval = Evaluation::new(&data, &index);
+        evaluate(&data, &index, &gamma, &scores, width, true, &mut eval);
+
+        for i in 0..2 {
+            let x = data.sample(i);
+            let mut expected = 0.0;
+            for l in 0..3 {
+                let row: Vec<f64> = x.iter().map(|&h| scaled(h, x[l])).collect();
+                for (p, &h) in softmax(&row).iter().zip(x) {
+                    expected += p * gamma[h];
+                }
+            }
+            let output = eval.outputs[i];
+            assert!(output.is_finite(), "sample {i}: output {output}");
+            assert!(
+                (output - expected).abs() <= 1e-14 * expected.abs().max(1.0),
+                "sample {i}: output {output}, direct softmax gives {expected}"
+            );
+        }
     }
 
     #[test]

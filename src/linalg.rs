@@ -1,22 +1,24 @@
 //! Small dense kernels on slices, written so the compiler vectorizes them.
 //!
-//! On x86-64 CPUs with AVX2 each kernel runs a copy compiled for AVX2, chosen at run time,
-//! instead of the SSE2 baseline. Both copies perform the same operations in the same order
-//! (Rust never contracts a multiply and an add into an FMA on its own), so results are
-//! bit-identical on every machine.
+//! On x86-64 CPUs with AVX2 and FMA each kernel runs a copy compiled for them, chosen at
+//! run time, instead of the SSE2 baseline. Both copies perform the same operations in the
+//! same order, so results are bit-identical on every machine. Rust never contracts a
+//! multiply and an add into an FMA on its own, and kernels that want fused multiply-adds
+//! call `f64::mul_add`, which is correctly rounded on every machine (without FMA hardware it
+//! is a slower library call).
 
-/// Runs `$generic(args)` through a copy compiled with AVX2 when the CPU has it.
+/// Runs `$generic(args)` through a copy compiled with AVX2 and FMA when the CPU has them.
 macro_rules! dispatch {
     ($generic:ident, $avx2:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx2,fma")]
         fn $avx2($($arg: $ty),*) -> $ret {
             $generic($($arg),*)
         }
 
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
             return unsafe { $avx2($($arg),*) };
         }
         return $generic($($arg),*);
@@ -39,17 +41,24 @@ pub fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
 }
 
 #[inline(always)]
-fn dot_kernel(x: &[f64], y: &[f64]) -> f64 {
+pub(crate) fn dot_kernel(x: &[f64], y: &[f64]) -> f64 {
     let mut partial = [0.0; 8];
     let chunks = x.len() / 8 * 8;
     for (xs, ys) in x[..chunks].chunks_exact(8).zip(y[..chunks].chunks_exact(8)) {
         for lane in 0..8 {
-            partial[lane] += xs[lane] * ys[lane];
+            partial[lane] = xs[lane].mul_add(ys[lane], partial[lane]);
         }
     }
+    finish_dot(&partial, &x[chunks..], &y[chunks..])
+}
+
+/// Completes [`dot`] from its eight lane sums over the whole chunks of 8 and the remaining
+/// entries `x_tail`, `y_tail`, in its fixed summation order.
+#[inline(always)]
+pub(crate) fn finish_dot(partial: &[f64; 8], x_tail: &[f64], y_tail: &[f64]) -> f64 {
     let mut tail = 0.0;
-    for (a, b) in x[chunks..].iter().zip(&y[chunks..]) {
-        tail += a * b;
+    for (a, b) in x_tail.iter().zip(y_tail) {
+        tail = a.mul_add(*b, tail);
     }
     let pairs = [
         partial[0] + partial[4],
@@ -65,7 +74,7 @@ fn dot_kernel(x: &[f64], y: &[f64]) -> f64 {
 #[inline(always)]
 pub(crate) fn axpy_kernel(alpha: f64, x: &[f64], y: &mut [f64]) {
     for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+        *yi = alpha.mul_add(*xi, *yi);
     }
 }
 

@@ -20,7 +20,10 @@ fn loss_derivative(dynamics: &mut Dynamics, y: &[f64], i: usize, h: f64) -> f64 
 }
 
 /// The parameter engine's flow is -grad L: compare with finite differences on every
-/// seventh coordinate, which visits all four weight blocks.
+/// seventh coordinate, which visits all four blocks of the state.
+///
+/// The first m coordinates are z, with W = W(0) + a z^T. The flow of W moves z at
+/// dz/dt = W_V rho, which is -dL/dz divided by a . a = m1, because dL/dz = (a . a) dL/du.
 fn check_parameter_gradient(sizes: Sizes, seed: u64) {
     let data = common::data(sizes, seed);
     let params = common::params(&data, sizes, 0.6, 0.4, seed);
@@ -32,7 +35,8 @@ fn check_parameter_gradient(sizes: Sizes, seed: u64) {
 
     // With h = 1e-5 the truncation error is O(h^2 L''') ~ 1e-10 and rounding ~ 1e-16 / h.
     for i in (0..y.len()).step_by(7) {
-        let numeric = -loss_derivative(&mut dynamics, &y, i, 1e-5);
+        let metric = if i < sizes.m { sizes.m1 as f64 } else { 1.0 };
+        let numeric = -loss_derivative(&mut dynamics, &y, i, 1e-5) / metric;
         assert!(
             (numeric - flow[i]).abs() <= 1e-7 * scale,
             "{sizes:?} coordinate {i}: finite difference {numeric} vs analytic {}",

@@ -1,12 +1,17 @@
 //! Gradient flow in parameter space.
 //!
-//! The flat state is `[W, W_V^T, W_K^T, W_Q^T]`, each row-major: W is (m1, m) and the other
-//! three are stored token-major as (d, m), so row k is the value, key or query vector of token
-//! k and every update below runs over contiguous rows. With `u = W^T a`, `rho = -dL/dgamma`
-//! and `Delta = -dL/dS`:
+//! The head W enters the model only through `u = W^T a`, and its gradient `a (W_V rho)^T`
+//! always points along the fixed vector a. So W(t) = W(0) + a z(t)^T exactly, for gradient
+//! flow and for gradient descent alike, and the engine integrates z (length m) instead of
+//! the m1 x m entries of W. W is rebuilt from W(0) and z whenever weights are read out.
+//!
+//! The flat state is `[z, W_V^T, W_K^T, W_Q^T]`, each row-major: z has length m and the
+//! other three are stored token-major as (d, m), so row k is the value, key or query vector
+//! of token k and every update below runs over contiguous rows. With
+//! `u = W(0)^T a + (a . a) z`, `rho = -dL/dgamma` and `Delta = -dL/dS`:
 //!
 //! ```text
-//! dW/dt   = a (W_V rho)^T        dW_V/dt = u rho^T
+//! dz/dt   = W_V rho              dW_V/dt = u rho^T
 //! dW_K/dt = W_Q Delta^T          dW_Q/dt = W_K Delta
 //! ```
 //!
@@ -15,13 +20,19 @@
 
 use ndarray::{Array1, Array2, ArrayView2};
 
-use super::pair_rows::PairRows;
+use super::pair_rows::{PairRows, pair_dots};
 use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
 use crate::linalg::{axpy, dot};
 use crate::model::Params;
 
 pub struct ParameterEngine {
+    /// Initial head W(0), (m1, m) row-major.
+    w0: Vec<f64>,
     a: Vec<f64>,
+    /// W(0)^T a.
+    u0: Vec<f64>,
+    /// a . a, which is m1 since every entry of a is +1 or -1.
+    a_squared_norm: f64,
     m: usize,
     m1: usize,
     d: usize,
@@ -29,36 +40,49 @@ pub struct ParameterEngine {
     u: Vec<f64>,
     /// W_V rho, scratch.
     value_direction: Vec<f64>,
-    /// Key and query increments of a gradient-descent step, kept so that steps do not
-    /// allocate.
-    step: Vec<f64>,
-    /// Training pairs grouped by key and by query row.
-    pair_rows: Option<PairRows>,
+    /// eta Delta of a gradient-descent step, kept so that steps do not allocate.
+    scaled_delta: Vec<f64>,
+    /// Keys before a gradient-descent step, kept so that steps do not allocate.
+    old_keys: Vec<f64>,
+    /// Pairs grouped by key and by query row, for the last two pair lists seen (the
+    /// training and the test set), most recent first.
+    pair_rows: Vec<PairRows>,
 }
 
 /// Offsets of the four blocks in the flat state.
 struct Layout {
-    w: std::ops::Range<usize>,
+    z: std::ops::Range<usize>,
     v: std::ops::Range<usize>,
     k: std::ops::Range<usize>,
     q: std::ops::Range<usize>,
 }
 
 impl ParameterEngine {
-    /// Builds the engine and the flat initial state from explicit weights.
+    /// Builds the engine and the flat initial state (z = 0) from explicit weights.
     pub fn new(params: &Params) -> (ParameterEngine, Vec<f64>) {
+        let (m1, m) = (params.neurons(), params.width());
+        let w0: Vec<f64> = params.w.iter().copied().collect();
+        let a = params.a.to_vec();
+        let mut u0 = vec![0.0; m];
+        for (row, &sign) in w0.chunks_exact(m).zip(&a) {
+            axpy(sign, row, &mut u0);
+        }
         let engine = ParameterEngine {
-            a: params.a.to_vec(),
-            m: params.width(),
-            m1: params.neurons(),
+            a_squared_norm: dot(&a, &a),
+            w0,
+            a,
+            u0,
+            m,
+            m1,
             d: params.vocab_size(),
-            u: vec![0.0; params.width()],
-            value_direction: vec![0.0; params.width()],
-            step: Vec::new(),
-            pair_rows: None,
+            u: vec![0.0; m],
+            value_direction: vec![0.0; m],
+            scaled_delta: Vec::new(),
+            old_keys: Vec::new(),
+            pair_rows: Vec::new(),
         };
         let mut y = Vec::with_capacity(engine.state_len());
-        y.extend(params.w.iter());
+        y.resize(m, 0.0);
         for matrix in [&params.w_v, &params.w_k, &params.w_q] {
             y.extend(matrix.t().iter());
         }
@@ -66,13 +90,13 @@ impl ParameterEngine {
     }
 
     fn layout(&self) -> Layout {
-        let head = self.m1 * self.m;
         let block = self.d * self.m;
+        let z = 0..self.m;
         Layout {
-            w: 0..head,
-            v: head..head + block,
-            k: head + block..head + 2 * block,
-            q: head + 2 * block..head + 3 * block,
+            v: z.end..z.end + block,
+            k: z.end + block..z.end + 2 * block,
+            q: z.end + 2 * block..z.end + 3 * block,
+            z,
         }
     }
 
@@ -85,9 +109,13 @@ impl ParameterEngine {
                 .t()
                 .to_owned()
         };
+        let z = &y[layout.z.clone()];
+        let mut w = self.w0.clone();
+        for (row, &sign) in w.chunks_exact_mut(self.m).zip(&self.a) {
+            axpy(sign, z, row);
+        }
         Params {
-            w: Array2::from_shape_vec((self.m1, self.m), y[layout.w.clone()].to_vec())
-                .expect("block has m1 * m entries"),
+            w: Array2::from_shape_vec((self.m1, self.m), w).expect("block has m1 * m entries"),
             w_v: token_major(layout.v),
             w_k: token_major(layout.k),
             w_q: token_major(layout.q),
@@ -99,23 +127,32 @@ impl ParameterEngine {
         &block[k * self.m..(k + 1) * self.m]
     }
 
-    /// The pair orders for `pairs`, rebuilt only when the pair list changes.
+    /// The pair orders for `pairs`, built on first use and kept for the last two lists.
     fn pair_rows(&mut self, pairs: &[(usize, usize)]) -> &PairRows {
-        if !self
-            .pair_rows
-            .as_ref()
-            .is_some_and(|rows| rows.matches(pairs))
-        {
-            self.pair_rows = Some(PairRows::new(pairs));
+        match self.pair_rows.iter().position(|rows| rows.matches(pairs)) {
+            Some(0) => {}
+            Some(position) => self.pair_rows.swap(0, position),
+            None => {
+                self.pair_rows.insert(0, PairRows::new(pairs));
+                self.pair_rows.truncate(2);
+            }
         }
-        self.pair_rows.as_ref().expect("set just above")
+        &self.pair_rows[0]
     }
 
-    /// u = W^T a.
-    fn compute_u(&mut self, w: &[f64]) {
-        self.u.iter_mut().for_each(|v| *v = 0.0);
-        for (row, &sign) in w.chunks_exact(self.m).zip(&self.a) {
-            axpy(sign, row, &mut self.u);
+    /// u = W(0)^T a + (a . a) z, which equals W^T a for W = W(0) + a z^T.
+    fn compute_u(&mut self, z: &[f64]) {
+        self.u.copy_from_slice(&self.u0);
+        axpy(self.a_squared_norm, z, &mut self.u);
+    }
+
+    /// value_direction = W_V rho.
+    fn compute_value_direction(&mut self, values: &[f64], rho: &[f64]) {
+        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
+        for (row, &rho_k) in values.chunks_exact(self.m).zip(rho) {
+            if rho_k != 0.0 {
+                axpy(rho_k, row, &mut self.value_direction);
+            }
         }
     }
 }
@@ -126,7 +163,7 @@ impl Engine for ParameterEngine {
     }
 
     fn state_len(&self) -> usize {
-        self.m1 * self.m + 3 * self.d * self.m
+        self.m + 3 * self.d * self.m
     }
 
     fn width(&self) -> f64 {
@@ -143,7 +180,7 @@ impl Engine for ParameterEngine {
 
     fn readouts(&mut self, y: &[f64], gamma: &mut [f64]) {
         let layout = self.layout();
-        self.compute_u(&y[layout.w]);
+        self.compute_u(&y[layout.z]);
         let values = &y[layout.v];
         for (k, g) in gamma.iter_mut().enumerate() {
             *g = dot(self.row(values, k), &self.u);
@@ -153,86 +190,65 @@ impl Engine for ParameterEngine {
     fn scores(&mut self, y: &[f64], pairs: &[(usize, usize)], out: &mut [f64]) {
         let layout = self.layout();
         let (keys, queries) = (&y[layout.k], &y[layout.q]);
-        for (s, &(key, query)) in out.iter_mut().zip(pairs) {
-            *s = dot(self.row(keys, key), self.row(queries, query));
-        }
+        let m = self.m;
+        pair_dots(self.pair_rows(pairs), keys, queries, out, m);
     }
 
     fn flow(&mut self, y: &[f64], sens: &Sensitivities, dy: &mut [f64]) {
         let layout = self.layout();
         let m = self.m;
-        dy.iter_mut().for_each(|v| *v = 0.0);
 
-        // Value and head: dW_V^T = rho u^T, dW = a (W_V rho)^T.
-        let values = &y[layout.v.clone()];
-        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
-        for (k, &rho_k) in sens.rho.iter().enumerate() {
-            if rho_k != 0.0 {
-                axpy(rho_k, self.row(values, k), &mut self.value_direction);
-                axpy(rho_k, &self.u, &mut dy[layout.v.start + k * m..][..m]);
+        // Head and value: dz = W_V rho, dW_V^T = rho u^T.
+        self.compute_value_direction(&y[layout.v.clone()], sens.rho);
+        dy[layout.z].copy_from_slice(&self.value_direction);
+        for (row, &rho_k) in dy[layout.v].chunks_exact_mut(m).zip(sens.rho) {
+            for (entry, &u) in row.iter_mut().zip(&self.u) {
+                *entry = rho_k * u;
             }
-        }
-        for (row, &sign) in dy[layout.w].chunks_exact_mut(m).zip(&self.a) {
-            axpy(sign, &self.value_direction, row);
         }
 
         // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T.
         let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
         let (d_keys, d_queries) = dy[layout.k.start..layout.q.end].split_at_mut(self.d * m);
+        d_keys.iter_mut().for_each(|v| *v = 0.0);
+        d_queries.iter_mut().for_each(|v| *v = 0.0);
         self.pair_rows(sens.pairs)
             .accumulate(sens.delta, keys, queries, d_keys, d_queries, m);
     }
 
     fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
-        // Gradient descent is the explicit Euler step of the flow in these coordinates. Each
-        // entry of W and W_V gets one flow term, so it is added to y directly; the key and
-        // query rows sum several terms per pair, so they are summed in `step` first. Every
-        // entry thus gets the same value as y += eta * flow(y).
+        // The step adds eta times each flow term to the state, and every term reads the
+        // weights before the step. So z is updated before W_V, the keys are updated before
+        // W_Q, and the query update reads a copy of the old keys.
         let layout = self.layout();
         let m = self.m;
-        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
-        for (k, &rho_k) in sens.rho.iter().enumerate() {
+        self.compute_value_direction(&y[layout.v.clone()], sens.rho);
+        axpy(eta, &self.value_direction, &mut y[layout.z]);
+        for (row, &rho_k) in y[layout.v].chunks_exact_mut(m).zip(sens.rho) {
             if rho_k != 0.0 {
-                axpy(
-                    rho_k,
-                    self.row(&y[layout.v.clone()], k),
-                    &mut self.value_direction,
-                );
-            }
-        }
-        for (k, &rho_k) in sens.rho.iter().enumerate() {
-            if rho_k != 0.0 {
-                let row = &mut y[layout.v.start + k * m..][..m];
-                for (value, &u) in row.iter_mut().zip(&self.u) {
-                    *value += eta * (rho_k * u);
-                }
-            }
-        }
-        for (row, &sign) in y[layout.w].chunks_exact_mut(m).zip(&self.a) {
-            for (w, &direction) in row.iter_mut().zip(&self.value_direction) {
-                *w += eta * (sign * direction);
+                axpy(eta * rho_k, &self.u, row);
             }
         }
 
-        let block = self.d * m;
-        let mut step = std::mem::take(&mut self.step);
-        step.clear();
-        step.resize(2 * block, 0.0);
-        let (d_keys, d_queries) = step.split_at_mut(block);
-        let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
-        self.pair_rows(sens.pairs)
-            .accumulate(sens.delta, keys, queries, d_keys, d_queries, m);
-        axpy(eta, &step, &mut y[layout.k.start..layout.q.end]);
-        self.step = step;
+        let mut scaled_delta = std::mem::take(&mut self.scaled_delta);
+        scaled_delta.clear();
+        scaled_delta.extend(sens.delta.iter().map(|&delta| eta * delta));
+        let mut old_keys = std::mem::take(&mut self.old_keys);
+        old_keys.clear();
+        old_keys.extend_from_slice(&y[layout.k.clone()]);
+        let (keys, queries) = y[layout.k.start..layout.q.end].split_at_mut(self.d * m);
+        let pair_rows = self.pair_rows(sens.pairs);
+        pair_rows.add_to_keys(&scaled_delta, queries, keys, m);
+        pair_rows.add_to_queries(&scaled_delta, &old_keys, queries, m);
+        self.scaled_delta = scaled_delta;
+        self.old_keys = old_keys;
     }
 
     fn summary(&self, y: &[f64]) -> GramSummary {
         let layout = self.layout();
         let (values, keys, queries) = (&y[layout.v], &y[layout.k], &y[layout.q]);
-        let mut u = vec![0.0; self.m];
-        for (row, &sign) in y[layout.w].chunks_exact(self.m).zip(&self.a) {
-            axpy(sign, row, &mut u);
-        }
+        let mut u = self.u0.clone();
+        axpy(self.a_squared_norm, &y[layout.z], &mut u);
         let mut summary = GramSummary {
             beta: dot(&u, &u),
             ..GramSummary::default()
@@ -316,12 +332,63 @@ mod tests {
 
         let mut y = y0.clone();
         engine.descent_step(&mut y, &sens, eta);
-        assert_eq!(y, expected);
+        assert_close(&y, &expected);
         // A second step reuses the scratch buffers and must not see the first step's values.
         engine.readouts(&y, &mut gamma);
         engine.flow(&y, &sens, &mut dy);
         let expected: Vec<f64> = y.iter().zip(&dy).map(|(y, f)| y + eta * f).collect();
         engine.descent_step(&mut y, &sens, eta);
-        assert_eq!(y, expected);
+        assert_close(&y, &expected);
+    }
+
+    /// The step multiplies eta into the terms before summing them, so it matches the Euler
+    /// step to rounding, not bit for bit.
+    fn assert_close(actual: &[f64], expected: &[f64]) {
+        assert_eq!(actual.len(), expected.len());
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-14 * (1.0 + e.abs()),
+                "entry {i}: step gives {a}, Euler step {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn head_is_rebuilt_from_z() {
+        // After steps, W = W(0) + a z^T must equal the head that plain gradient descent on W
+        // reaches: W += eta a (W_V rho)^T at each step.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let params = random_params(&mut rng);
+        let (mut engine, mut y) = ParameterEngine::new(&params);
+        let rho: Vec<f64> = (0..9).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let pairs = vec![(0, 1), (2, 2)];
+        let delta = vec![0.5, -0.25];
+        let sens = Sensitivities {
+            rho: &rho,
+            pairs: &pairs,
+            delta: &delta,
+        };
+        let eta = 0.1;
+        let mut w = params.w.clone();
+        let mut gamma = vec![0.0; 9];
+        for _ in 0..3 {
+            engine.readouts(&y, &mut gamma);
+            let w_v = engine.params(&y).w_v;
+            let direction = w_v.dot(&Array1::from(rho.clone()));
+            for (mut row, &sign) in w.rows_mut().into_iter().zip(&params.a) {
+                row.scaled_add(eta * sign, &direction);
+            }
+            engine.descent_step(&mut y, &sens, eta);
+        }
+        let rebuilt = engine.params(&y).w;
+        for (r, e) in rebuilt.iter().zip(&w) {
+            assert!((r - e).abs() <= 1e-14 * (1.0 + e.abs()), "{r} vs {e}");
+        }
+        // u from the factored form equals W^T a of the rebuilt head.
+        engine.readouts(&y, &mut gamma);
+        let u = rebuilt.t().dot(&params.a);
+        for (a, b) in engine.u.iter().zip(&u) {
+            assert!((a - b).abs() <= 1e-13 * (1.0 + b.abs()), "{a} vs {b}");
+        }
     }
 }
