@@ -149,6 +149,8 @@ pub struct Evaluation {
     attention: Vec<f64>,
     received: Vec<f64>,
     mean_readout: Vec<f64>,
+    /// gamma[x_h] at each position h of the current sample.
+    position_readout: Vec<f64>,
     /// exp(s_p - shift) for each pair of the [`PairIndex`]; see [`pair_exponentials`].
     pair_exp: Vec<f64>,
     /// Largest scaled score per query token, length d.
@@ -168,6 +170,7 @@ impl Evaluation {
             attention: vec![0.0; seq_len * seq_len],
             received: vec![0.0; seq_len],
             mean_readout: vec![0.0; seq_len],
+            position_readout: vec![0.0; seq_len],
             pair_exp: vec![0.0; index.pairs.len()],
             query_shift: vec![0.0; data.vocab_size],
         }
@@ -205,6 +208,10 @@ pub fn evaluate(
     for i in 0..n {
         let x = data.sample(i);
         let ids = &index.sample_pairs[i * seq_len * seq_len..(i + 1) * seq_len * seq_len];
+        for (readout, &token) in out.position_readout.iter_mut().zip(x) {
+            *readout = gamma[token];
+        }
+        let readouts = &out.position_readout;
 
         // Attention rows p_l = softmax_h(s_{l,h}) from the shifted exponentials of the
         // pairs, and what each key receives.
@@ -221,17 +228,18 @@ pub fn evaluate(
             if sum < MIN_ROW_SUM || sum.is_nan() {
                 sum = shifted_row_exp(row, row_ids, scores, scale);
             }
+            let inverse_sum = 1.0 / sum;
             let mut mean = 0.0;
             for (h, p) in row.iter_mut().enumerate() {
-                *p /= sum;
+                *p *= inverse_sum;
                 out.received[h] += *p;
-                mean += *p * gamma[x[h]];
+                mean += *p * readouts[h];
             }
             out.mean_readout[l] = mean;
         }
 
         // Output, loss and gradient weight of the sample.
-        let output: f64 = (0..seq_len).map(|h| out.received[h] * gamma[x[h]]).sum();
+        let output: f64 = (0..seq_len).map(|h| out.received[h] * readouts[h]).sum();
         let y = data.labels[i];
         let margin = y * output;
         out.outputs[i] = output;
@@ -253,7 +261,7 @@ pub fn evaluate(
             for h in 0..seq_len {
                 let p = out.attention[l * seq_len + h];
                 let id = ids[l * seq_len + h] as usize;
-                out.delta[id] += c_scaled * p * (gamma[x[h]] - mean);
+                out.delta[id] += c_scaled * p * (readouts[h] - mean);
             }
         }
     }

@@ -30,6 +30,8 @@ pub struct PairRows {
     queries: SideRows,
     /// The pair list these orders were built for.
     pairs: Vec<(usize, usize)>,
+    /// One column panel of the source rows, packed contiguously; scratch.
+    panel: Vec<f64>,
 }
 
 /// The terms of one side's increments, grouped by target row.
@@ -65,6 +67,7 @@ impl PairRows {
             keys: SideRows::new(pairs, |(key, query)| (key, query)),
             queries: SideRows::new(pairs, |(key, query)| (query, key)),
             pairs: pairs.to_vec(),
+            panel: Vec::new(),
         }
     }
 
@@ -76,7 +79,7 @@ impl PairRows {
     /// Adds the key increments to `d_keys` and the query increments to `d_queries` (both
     /// token-major d x m), reading `keys` and `queries` (token-major d x m).
     pub fn accumulate(
-        &self,
+        &mut self,
         delta: &[f64],
         keys: &[f64],
         queries: &[f64],
@@ -89,13 +92,13 @@ impl PairRows {
     }
 
     /// Adds Delta W_Q^T to `d_keys`, reading the query rows `queries` (both d x m).
-    pub fn add_to_keys(&self, delta: &[f64], queries: &[f64], d_keys: &mut [f64], m: usize) {
-        add_rows(&self.keys, delta, queries, d_keys, m);
+    pub fn add_to_keys(&mut self, delta: &[f64], queries: &[f64], d_keys: &mut [f64], m: usize) {
+        add_rows(&self.keys, delta, queries, d_keys, m, &mut self.panel);
     }
 
     /// Adds Delta^T W_K^T to `d_queries`, reading the key rows `keys` (both d x m).
-    pub fn add_to_queries(&self, delta: &[f64], keys: &[f64], d_queries: &mut [f64], m: usize) {
-        add_rows(&self.queries, delta, keys, d_queries, m);
+    pub fn add_to_queries(&mut self, delta: &[f64], keys: &[f64], d_queries: &mut [f64], m: usize) {
+        add_rows(&self.queries, delta, keys, d_queries, m, &mut self.panel);
     }
 }
 
@@ -178,26 +181,47 @@ fn pair_dots_avx2(side: &SideRows, keys: &[f64], queries: &[f64], out: &mut [f64
 }
 
 /// For each term (p, source) of each run: row `target` of `out` gains delta[p] times row
-/// `source` of `rows`.
-fn add_rows(side: &SideRows, delta: &[f64], rows: &[f64], out: &mut [f64], m: usize) {
-    dispatch!(add_rows_kernel, add_rows_avx2, (side: &SideRows, delta: &[f64], rows: &[f64], out: &mut [f64], m: usize) -> ());
+/// `source` of `rows`. `panel` is scratch space.
+fn add_rows(
+    side: &SideRows,
+    delta: &[f64],
+    rows: &[f64],
+    out: &mut [f64],
+    m: usize,
+    panel: &mut Vec<f64>,
+) {
+    panel.clear();
+    panel.resize(rows.len() / m.max(1) * TILE, 0.0);
+    dispatch!(add_rows_kernel, add_rows_avx2, (side: &SideRows, delta: &[f64], rows: &[f64], out: &mut [f64], m: usize, panel: &mut [f64]) -> ());
 }
 
 #[inline(always)]
-fn add_rows_kernel(side: &SideRows, delta: &[f64], rows: &[f64], out: &mut [f64], m: usize) {
+fn add_rows_kernel(
+    side: &SideRows,
+    delta: &[f64],
+    rows: &[f64],
+    out: &mut [f64],
+    m: usize,
+    panel: &mut [f64],
+) {
     let tiles = m / TILE * TILE;
-    // Pairs with Delta = 0 add nothing; the pair-by-pair loop skips them too.
     for column in (0..tiles).step_by(TILE) {
+        // The rows are m doubles apart, often a power of two, so the tiles of one panel
+        // would fall into a few cache sets and evict each other. A packed copy does not.
+        for (packed, row) in panel.chunks_exact_mut(TILE).zip(rows.chunks_exact(m)) {
+            packed.copy_from_slice(&row[column..column + TILE]);
+        }
         for (row, range) in &side.runs {
             let out_tile = &mut out[row * m + column..][..TILE];
             let mut tile = [0.0; TILE];
             tile.copy_from_slice(out_tile);
             for &(p, source) in &side.terms[range.clone()] {
                 let weight = delta[p as usize];
+                // Pairs with Delta = 0 add nothing; the pair-by-pair loop skips them too.
                 if weight == 0.0 {
                     continue;
                 }
-                let source_tile = &rows[source as usize * m + column..][..TILE];
+                let source_tile = &panel[source as usize * TILE..][..TILE];
                 for (acc, &x) in tile.iter_mut().zip(source_tile) {
                     *acc = weight.mul_add(x, *acc);
                 }
@@ -260,7 +284,7 @@ mod tests {
             axpy(weight, k_row, &mut expected_queries[query * m..][..m]);
         }
 
-        let rows = PairRows::new(&pairs);
+        let mut rows = PairRows::new(&pairs);
         assert!(rows.matches(&pairs));
         let (mut d_keys, mut d_queries) = (start.clone(), start);
         rows.accumulate(&delta, &keys, &queries, &mut d_keys, &mut d_queries, m);

@@ -128,7 +128,7 @@ impl ParameterEngine {
     }
 
     /// The pair orders for `pairs`, built on first use and kept for the last two lists.
-    fn pair_rows(&mut self, pairs: &[(usize, usize)]) -> &PairRows {
+    fn pair_rows(&mut self, pairs: &[(usize, usize)]) -> &mut PairRows {
         match self.pair_rows.iter().position(|rows| rows.matches(pairs)) {
             Some(0) => {}
             Some(position) => self.pair_rows.swap(0, position),
@@ -137,7 +137,7 @@ impl ParameterEngine {
                 self.pair_rows.truncate(2);
             }
         }
-        &self.pair_rows[0]
+        &mut self.pair_rows[0]
     }
 
     /// u = W(0)^T a + (a . a) z, which equals W^T a for W = W(0) + a z^T.
