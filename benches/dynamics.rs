@@ -17,6 +17,10 @@ use attnflow::observables::Observation;
 use attnflow::run::{RunState, Sink, run};
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// The allocator of the `attnflow` binary, so that the state vectors are aligned as in runs.
+#[global_allocator]
+static ALLOCATOR: attnflow::allocator::CacheLineAligned = attnflow::allocator::CacheLineAligned;
+
 /// Loads a preset from experiments/ and applies `edit` to its TOML text.
 fn config(preset: &str, edit: impl Fn(String) -> String) -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

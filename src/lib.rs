@@ -6,6 +6,7 @@
 //! forward pass ([`forward`]) into the gradient field; the [`integrator`] and the [`run`]
 //! loop advance it and record [`observables`]; [`output`] writes the run folder.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod dopri5;

@@ -10,7 +10,9 @@
 //! order within a row) keeps a tile of the row in registers while all its terms are added,
 //! instead of loading and storing the row once per pair. The columns are swept in panels of
 //! one tile width across all rows, so the source rows of a panel (d x 32 doubles, 16 KiB at
-//! d = 64) stay in the L1 cache while every target row reads them. Each entry receives the
+//! d = 64) can stay in the L1 cache while every target row reads them. Each panel is first
+//! packed into a contiguous buffer, because the rows are m doubles apart, often a power of
+//! two, and their tiles would otherwise fall into a few cache sets. Each entry receives the
 //! same terms in the same order as the pair-by-pair loop, so the results are bit-identical
 //! to it.
 //!
@@ -190,8 +192,13 @@ fn add_rows(
     m: usize,
     panel: &mut Vec<f64>,
 ) {
+    // A tile starting on a cache line is loaded without split loads, so the packed panel
+    // starts at the first 64-byte boundary of the buffer.
+    let len = rows.len() / m.max(1) * TILE;
     panel.clear();
-    panel.resize(rows.len() / m.max(1) * TILE, 0.0);
+    panel.resize(len + 8, 0.0);
+    let start = panel.as_ptr().align_offset(64).min(8);
+    let panel = &mut panel[start..start + len];
     dispatch!(add_rows_kernel, add_rows_avx2, (side: &SideRows, delta: &[f64], rows: &[f64], out: &mut [f64], m: usize, panel: &mut [f64]) -> ());
 }
 
