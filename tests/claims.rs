@@ -198,3 +198,59 @@ fn early_stop_is_not_applicable() {
     let text = std::fs::read_to_string(dir.path().join("predictions.csv")).expect("written");
     assert!(text.lines().nth(1).expect("a row").ends_with("NaN"));
 }
+
+/// A dataset without group I3 gives an infinite balance_I2_I3, which summary.json stores
+/// as null. The check must read them back and mark the claims that need group I3 as not
+/// applicable.
+#[test]
+fn missing_group_is_not_applicable() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut config = theory_config(11, 36, 4, 8);
+    let data = attnflow::experiment::build_data(&config).expect("the draw succeeds");
+    let train = &data.train;
+    let keep: Vec<usize> = (0..train.len())
+        .filter(|&i| train.groups[i] != attnflow::task::Group::I3)
+        .collect();
+    let tokens = keep
+        .iter()
+        .flat_map(|&i| train.sample(i).iter().copied())
+        .collect();
+    let labels = keep.iter().map(|&i| train.labels[i]).collect();
+    let reduced = attnflow::task::Dataset::new(tokens, labels, train.seq_len, train.vocab_size)
+        .expect("a valid training set");
+    let path = dir.path().join("no-i3.npz");
+    attnflow::npz::write_dataset(
+        &path,
+        &attnflow::task::TaskData {
+            train: reduced,
+            test: data.test.clone(),
+        },
+    )
+    .expect("written");
+    config.task.dataset = Some(path);
+    config.task.n = keep.len();
+    let out = dir.path().join("run");
+    let summary = execute(
+        &config,
+        &out,
+        &RunOptions::default(),
+        &AtomicBool::new(false),
+    )
+    .expect("the run finishes");
+    assert!(summary.t1.is_some(), "T1 is reached");
+
+    let report = check_run(&out).expect("the check reads a summary with null observables");
+    for id in [2, 8, 9] {
+        let claim = report.claim(id).expect("reported");
+        assert_eq!(claim.verdict, Verdict::NotApplicable, "claim {id}");
+        assert!(
+            claim.measured_text.contains("I3"),
+            "claim {id}: {}",
+            claim.measured_text
+        );
+    }
+    for id in [1, 3, 4] {
+        let claim = report.claim(id).expect("reported");
+        assert_ne!(claim.verdict, Verdict::NotApplicable, "claim {id}");
+    }
+}

@@ -1,8 +1,8 @@
 //! The twelve claims of the analysis, each measured on a run and given a verdict.
 //!
 //! Claims 1 to 4 are about Phase 1 (from t = 0 to T1), claims 5 to 11 about Phase 2 (after
-//! T1), and claim 12 about generalization. A claim whose phase the run never reached is
-//! [`Verdict::NotApplicable`].
+//! T1), and claim 12 about generalization. A claim whose phase the run never reached, or
+//! whose sample groups the training set lacks, is [`Verdict::NotApplicable`].
 
 use ndarray::Array2;
 
@@ -12,7 +12,7 @@ use super::predictions::{initial_speed, kappa, target_speed};
 use super::{ClaimResult, LossLawFit, RunRecord, Verdict};
 use crate::observables::Observation;
 use crate::run::StopReason;
-use crate::task::{COMMON, FIRST_FILLER, TARGET_1, TARGET_2};
+use crate::task::{COMMON, FIRST_FILLER, Group, TARGET_1, TARGET_2};
 
 /// Factor allowed either way where the analysis fixes a quantity only up to constants of
 /// order one (Theta(.), O(1), "comparable"). The analysis gives no value for these
@@ -134,6 +134,25 @@ fn interrupted(record: &RunRecord) -> bool {
     record.summary.stop_reason == StopReason::Interrupted
 }
 
+/// Returns why a claim about the sample groups `groups` does not apply when the training set
+/// lacks one of them, which an imported dataset may. The observables of a missing group are
+/// then NaN, zero or infinite.
+fn missing_groups(record: &RunRecord, groups: &[Group]) -> Option<String> {
+    let sizes = record.data.train.group_sizes();
+    let missing: Vec<String> = groups
+        .iter()
+        .filter(|group| sizes[group.index()] == 0)
+        .map(|group| format!("{group:?}"))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the training set has no sample of group {}",
+        missing.join(", ")
+    ))
+}
+
 /// Claim 1: d gamma_1/dt, d gamma_2/dt ~ kappa/6 at t = 0, d gamma_3/dt much smaller.
 fn initial_speeds(context: &Context) -> ClaimResult {
     let record = context.record;
@@ -163,6 +182,9 @@ fn one_target_loss_bump(context: &Context) -> ClaimResult {
     let record = context.record;
     if record.t1().is_none() {
         return not_applicable(2, statement, NO_T1);
+    }
+    if let Some(reason) = missing_groups(record, &[Group::I2, Group::I3]) {
+        return not_applicable(2, statement, &reason);
     }
     let rows = record.phase_one_rows();
     let bump = |loss: fn(&Observation) -> f64| {
@@ -426,6 +448,9 @@ fn automatic_balancing(context: &Context) -> ClaimResult {
     if rows.is_empty() {
         return not_applicable(8, statement, NO_T1);
     }
+    if let Some(reason) = missing_groups(context.record, &Group::ALL) {
+        return not_applicable(8, statement, &reason);
+    }
     let worst_balance = rows
         .iter()
         .map(|row| row.balance_i2_i3.max(1.0 / row.balance_i2_i3))
@@ -456,6 +481,9 @@ fn balance_ratio(context: &Context) -> ClaimResult {
     let rows = context.record.phase_two_rows();
     if rows.len() < 2 {
         return not_applicable(9, statement, NO_PHASE_TWO);
+    }
+    if let Some(reason) = missing_groups(context.record, &Group::ALL) {
+        return not_applicable(9, statement, &reason);
     }
     let (first, last) = (&rows[0], &rows[rows.len() - 1]);
     let (lowest, highest) = rows

@@ -44,7 +44,8 @@ pub enum Verdict {
     Holds,
     Fails,
     /// The run never reached the phase the claim is about (for example T1 was not
-    /// reached), so the claim does not apply.
+    /// reached), or the training set lacks a sample group the claim is about, so the claim
+    /// does not apply.
     NotApplicable,
 }
 
