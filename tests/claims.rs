@@ -254,3 +254,27 @@ fn missing_group_is_not_applicable() {
         assert_ne!(claim.verdict, Verdict::NotApplicable, "claim {id}");
     }
 }
+
+/// With no output time between t = 0 and T1, claim 2 has no rise or fall to measure.
+#[test]
+fn claim_two_needs_records_before_t1() {
+    let mut config = theory_config(5, 36, 4, 8);
+    // Output times 0 and t_end only; the run stops at the target loss, long after T1.
+    config.record.points = 1;
+    config.record.t_first = config.train.t_end;
+    let report = run_and_check(&config);
+
+    assert!(report.t1.is_some(), "T1 is reached");
+    let claim = report.claim(2).expect("reported");
+    assert_eq!(
+        claim.verdict,
+        Verdict::NotApplicable,
+        "{}",
+        claim.measured_text
+    );
+    assert!(
+        claim.measured_text.contains("between t = 0 and T1"),
+        "{}",
+        claim.measured_text
+    );
+}

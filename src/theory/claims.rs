@@ -187,6 +187,16 @@ fn one_target_loss_bump(context: &Context) -> ClaimResult {
         return not_applicable(2, statement, &reason);
     }
     let rows = record.phase_one_rows();
+    // The rows are t = 0 (unless T1 = 0) and T1 plus the records between them; without one
+    // in between, no rise or fall can be seen.
+    if rows.len() < 3 {
+        return not_applicable(
+            2,
+            statement,
+            "no record between t = 0 and T1; record more output times before T1 (lower \
+             record.t_first)",
+        );
+    }
     let bump = |loss: fn(&Observation) -> f64| {
         let start = loss(&rows[0]);
         let end = loss(rows.last().expect("phase one ends with the state at T1"));
