@@ -358,10 +358,10 @@ pub fn execute(
     folder.earlier_seconds = earlier_seconds;
 
     log::info!(
-        "run started: engine {}, integrator {}, t_end {}, output {}",
+        "run started: engine {}, integrator {}, {}, output {}",
         config.train.engine.name(),
         config.train.integrator.name(),
-        schedule.t_end,
+        schedule.end_text(),
         out.display()
     );
     let dynamics = &mut prepared.dynamics;

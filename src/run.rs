@@ -57,6 +57,23 @@ pub struct Schedule {
     pub record_times: Vec<f64>,
 }
 
+impl Schedule {
+    /// Describes what ends the run, for log messages: the step limit of gradient descent
+    /// without a configured t_end, the final time otherwise.
+    pub fn end_text(&self) -> String {
+        let t_end = crate::error::format_value(self.t_end);
+        if self.end_is_step_limit {
+            format!(
+                "eta {} for max_steps {} (t = {t_end})",
+                crate::error::format_value(self.eta),
+                self.max_steps
+            )
+        } else {
+            format!("t_end {t_end}")
+        }
+    }
+}
+
 /// Everything needed to continue a run; a checkpoint stores it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunState {
@@ -156,7 +173,7 @@ fn non_finite_hint(schedule: &Schedule, steps: u64) -> String {
     } else {
         format!(
             "the step eta = {} may be too large for this initialization; lower train.eta",
-            schedule.eta
+            crate::error::format_value(schedule.eta)
         )
     }
 }
