@@ -278,3 +278,42 @@ fn claim_two_needs_records_before_t1() {
         claim.measured_text
     );
 }
+
+/// kappa is a function of the initial state, so a run with drawn weights and its replay
+/// from the saved weights file report the same kappa, beta(0) + m1 trace(GV(0)) / d.
+#[test]
+fn kappa_same_for_drawn_and_replayed() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut config = theory_config(2, 36, 4, 8);
+    config.model.m = 32;
+    config.init.reduced_from = attnflow::config::ReducedInit::Parameters;
+    config.train.target_loss = Some(0.5);
+    let drawn_dir = dir.path().join("drawn");
+    let options = RunOptions {
+        save_inputs: true,
+        ..RunOptions::default()
+    };
+    execute(&config, &drawn_dir, &options, &AtomicBool::new(false)).expect("the run finishes");
+    let drawn = check_run(&drawn_dir).expect("the check finishes");
+
+    config.task.dataset = Some(drawn_dir.join("dataset.npz"));
+    config.init.weights = Some(drawn_dir.join("init_weights.npz"));
+    let replay_dir = dir.path().join("replay");
+    execute(&config, &replay_dir, &options, &AtomicBool::new(false)).expect("the run finishes");
+    let replay = check_run(&replay_dir).expect("the check finishes");
+
+    let record = attnflow::theory::RunRecord::load(&drawn_dir).expect("loads");
+    let gv = &record.initial.gv;
+    let expected = record.initial.beta + 8.0 * gv.diag().sum() / gv.nrows() as f64;
+    assert!(
+        (drawn.kappa / expected - 1.0).abs() < 1e-12,
+        "{} against {expected}",
+        drawn.kappa
+    );
+    assert!(
+        (replay.kappa / drawn.kappa - 1.0).abs() < 1e-12,
+        "replay {} against drawn {}",
+        replay.kappa,
+        drawn.kappa
+    );
+}

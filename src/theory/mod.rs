@@ -111,7 +111,7 @@ pub struct ReadoutDirection {
 /// Everything `attnflow check` measures on a run folder; written as `check.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckReport {
-    /// kappa = beta(0) + m1 sigma0^2 m, the initial speed scale of the readouts.
+    /// kappa = beta(0) + m1 trace(GV(0)) / d, the initial speed scale of the readouts.
     pub kappa: f64,
     /// Exact d gamma_k/dt at t = 0 for the two targets and the common token.
     pub initial_speed: [f64; 3],
