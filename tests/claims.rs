@@ -317,3 +317,21 @@ fn kappa_same_for_drawn_and_replayed() {
         drawn.kappa
     );
 }
+
+/// The baseline's T1 is located between output times, so it does not depend on the grid.
+#[test]
+fn baseline_t1_independent_of_grid() {
+    let mut config = theory_config(4, 36, 4, 8);
+    let coarse = run_and_check(&config);
+    config.record.points = 400;
+    let fine = run_and_check(&config);
+
+    let coarse_t1 = coarse.baseline_t1.expect("the baseline reaches T1");
+    let fine_t1 = fine.baseline_t1.expect("the baseline reaches T1");
+    // Bisection stops at 1e-12 relative; the two solves of the baseline up to the bracket
+    // differ by the solver tolerance of 1e-10.
+    assert!(
+        (coarse_t1 / fine_t1 - 1.0).abs() < 1e-8,
+        "coarse {coarse_t1:e}, fine {fine_t1:e}"
+    );
+}

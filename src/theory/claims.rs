@@ -7,7 +7,7 @@
 use ndarray::Array2;
 
 use super::balance::{is_ordered, r_star};
-use super::baseline::{BaselinePoint, first_all_correct};
+use super::baseline::BaselinePoint;
 use super::predictions::{initial_speed, kappa, target_speed};
 use super::{ClaimResult, LossLawFit, RunRecord, Verdict};
 use crate::observables::Observation;
@@ -43,8 +43,7 @@ pub const LOSS_ORDER_ONE: f64 = 0.1;
 
 /// Largest factor between T1 of the run and T1 of the frozen-attention baseline (claim
 /// 3). Phase 1 agrees with the baseline to leading order, so the times must agree well
-/// within a factor of two. The baseline's T1 is known only to the resolution of the output
-/// grid.
+/// within a factor of two.
 pub const T1_FACTOR: f64 = 2.0;
 
 /// Largest relative change of a 3 x 3 block of S or GV until T1 that counts as "barely
@@ -75,6 +74,8 @@ pub const LOSS_LAW_RTOL: f64 = 0.2;
 pub struct Context<'a> {
     pub record: &'a RunRecord,
     pub baseline: &'a [BaselinePoint],
+    /// End of Phase 1 of the baseline, if it ends by the last output time.
+    pub baseline_t1: Option<f64>,
     pub loss_law: Option<&'a LossLawFit>,
 }
 
@@ -232,7 +233,7 @@ fn state_at_t1(context: &Context) -> ClaimResult {
         return not_applicable(3, statement, NO_T1);
     };
     let kappa = kappa(context.record);
-    let baseline_t1 = first_all_correct(context.baseline);
+    let baseline_t1 = context.baseline_t1;
     let time_ratio = baseline_t1.map_or(f64::NAN, |baseline| t1 / baseline);
     let readouts_hold = row.gamma_1 >= READOUT_ORDER_ONE
         && row.gamma_2 >= READOUT_ORDER_ONE

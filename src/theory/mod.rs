@@ -117,8 +117,8 @@ pub struct CheckReport {
     pub initial_speed: [f64; 3],
     /// End of Phase 1 of the run, if reached.
     pub t1: Option<f64>,
-    /// End of Phase 1 of the frozen-attention baseline, to the resolution of the output
-    /// grid, if reached.
+    /// End of Phase 1 of the frozen-attention baseline, located by bisection to 1e-12
+    /// relative, if reached by the last output time.
     pub baseline_t1: Option<f64>,
     /// Direction of the readouts at the last recorded time, as (gamma_2, gamma_3) / gamma_1,
     /// for the run and for the baseline. With fillers ignored, the max-margin direction of
@@ -177,17 +177,19 @@ fn final_direction(record: &RunRecord, baseline: &[baseline::BaselinePoint]) -> 
 pub fn evaluate(record: &RunRecord) -> Result<(CheckReport, Vec<report::PredictionRow>), Error> {
     let times: Vec<f64> = record.rows.iter().map(|row| row.t).collect();
     let baseline = baseline::integrate(record, &times)?;
+    let baseline_t1 = baseline::first_all_correct(record, &baseline)?;
     let loss_law = loss_law::fit(record);
     let context = claims::Context {
         record,
         baseline: &baseline,
+        baseline_t1,
         loss_law: loss_law.as_ref(),
     };
     let report = CheckReport {
         kappa: predictions::kappa(record),
         initial_speed: predictions::initial_speed(record),
         t1: record.t1(),
-        baseline_t1: baseline::first_all_correct(&baseline),
+        baseline_t1,
         final_direction: final_direction(record, &baseline),
         loss_law,
         claims: claims::evaluate_all(&context),
