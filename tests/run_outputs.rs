@@ -329,3 +329,47 @@ fn descent_reports_step_limit() {
     assert!(!stdout.contains("t_end"), "{stdout}");
     assert!(!stderr.contains("t_end"), "{stderr}");
 }
+
+/// Flow runs stop at train.max_steps exactly: the solver's extra attempt at its limit and
+/// the re-integration that locates T1 both count against it.
+#[test]
+fn flow_steps_never_exceed_limit() {
+    use attnflow::run::StopReason;
+    use std::sync::atomic::AtomicBool;
+
+    for integrator in ["dopri5", "ode-solvers-dopri5", "dop853"] {
+        for max_steps in 1..=40u64 {
+            let text = flow_config()
+                .replace(
+                    "integrator = \"dopri5\"",
+                    &format!("integrator = \"{integrator}\"\nmax_steps = {max_steps}"),
+                )
+                .replace("t_first = 0.01", "t_first = 1.0");
+            let config = attnflow::config::Config::from_toml(&text).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let options = attnflow::experiment::RunOptions::default();
+            let summary = attnflow::experiment::execute(
+                &config,
+                dir.path(),
+                &options,
+                &AtomicBool::new(false),
+            )
+            .unwrap();
+            let case = format!("{integrator}, max_steps {max_steps}");
+
+            assert!(
+                summary.steps <= max_steps,
+                "{case}: {} steps",
+                summary.steps
+            );
+            assert_eq!(
+                summary.steps,
+                summary.accepted_steps + summary.rejected_steps,
+                "{case}"
+            );
+            if summary.stop_reason == StopReason::StepLimit {
+                assert_eq!(summary.steps, max_steps, "{case}");
+            }
+        }
+    }
+}
