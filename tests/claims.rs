@@ -253,6 +253,14 @@ fn missing_group_is_not_applicable() {
         let claim = report.claim(id).expect("reported");
         assert_ne!(claim.verdict, Verdict::NotApplicable, "claim {id}");
     }
+
+    // checkpoint.json holds the same null values in the observables at T1.
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    execute(&config, &out, &resume, &AtomicBool::new(false))
+        .expect("a finished run with null observables resumes");
 }
 
 /// With no output time between t = 0 and T1, claim 2 has no rise or fall to measure.
