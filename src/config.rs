@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineKind;
-use crate::error::Error;
+use crate::error::{Error, format_value};
 use crate::integrator::{IntegratorKind, Tolerances};
 use crate::model::{Dims, InitScheme};
 use crate::run::Schedule;
@@ -271,8 +271,9 @@ impl Config {
                 Ok(value)
             } else {
                 Err(Error::config(format!(
-                    "init.{key} = {value} is invalid; it must be a finite number > 0 (for \
-                     example 0.1)"
+                    "init.{key} = {} is invalid; it must be a finite number > 0 (for \
+                     example 0.1)",
+                    format_value(value)
                 )))
             }
         };
@@ -386,15 +387,17 @@ impl Config {
                 Ok(value)
             } else {
                 Err(Error::config(format!(
-                    "train.{key} = {value} is invalid; it must be a finite number > 0"
+                    "train.{key} = {} is invalid; it must be a finite number > 0",
+                    format_value(value)
                 )))
             }
         };
         for (key, value) in [("rtol", train.rtol), ("atol", train.atol)] {
             if !(value > 0.0 && value < 1.0) {
                 return Err(Error::config(format!(
-                    "train.{key} = {value} is outside (0, 1); typical values are rtol = 1e-8, \
-                     atol = 1e-10"
+                    "train.{key} = {} is outside (0, 1); typical values are rtol = 1e-8, \
+                     atol = 1e-10",
+                    format_value(value)
                 )));
             }
         }
@@ -417,8 +420,9 @@ impl Config {
                         let t_end = eta * steps as f64;
                         if !t_end.is_finite() {
                             return Err(Error::config(format!(
-                                "train.eta = {eta} times train.max_steps = {steps} overflows; \
-                                 lower eta or max_steps, or set train.t_end"
+                                "train.eta = {} times train.max_steps = {steps} overflows; \
+                                 lower eta or max_steps, or set train.t_end",
+                                format_value(eta)
                             )));
                         }
                         t_end
@@ -534,7 +538,9 @@ impl RecordConfig {
                 let t_first = self.t_first.unwrap_or(t_end * 1e-6);
                 if !(t_first > 0.0 && t_first <= t_end) {
                     return Err(Error::config(format!(
-                        "record.t_first = {t_first} must lie in (0, t_end = {t_end}]"
+                        "record.t_first = {} must lie in (0, t_end = {}]",
+                        format_value(t_first),
+                        format_value(t_end)
                     )));
                 }
                 let ratio = (t_end / t_first).ln();

@@ -54,3 +54,33 @@ impl Error {
         }
     }
 }
+
+/// Formats a number for a message without losing digits: plainly when its size lies in
+/// [1e-4, 1e16), so that 0.5 and 1000 read as written, and in scientific notation outside,
+/// so that 1e-300 does not print as 300 digits. NaN, the infinities and 0 print plainly.
+pub fn format_value(value: f64) -> String {
+    let size = value.abs();
+    if size == 0.0 || !size.is_finite() || (1e-4..1e16).contains(&size) {
+        format!("{value}")
+    } else {
+        format!("{value:e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_value;
+
+    #[test]
+    fn format_value_cases() {
+        assert_eq!(format_value(-1.0), "-1");
+        assert_eq!(format_value(0.0), "0");
+        assert_eq!(format_value(0.01), "0.01");
+        assert_eq!(format_value(1e9), "1000000000");
+        assert_eq!(format_value(1e-300), "1e-300");
+        assert_eq!(format_value(-2.5e-7), "-2.5e-7");
+        assert_eq!(format_value(3e20), "3e20");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-inf");
+    }
+}

@@ -185,9 +185,8 @@ pub fn prepare(config: &Config) -> Result<Prepared, Error> {
         let params = npz::read_weights(path, d)?;
         check_widths(config, &params, path)?;
         init.scheme = "file".to_string();
-        // NOTE: the sample standard deviation of a file's weights differs slightly from the
-        // sigma0 of the law they were drawn from, so kappa differs slightly between a drawn
-        // run and its replay from files.
+        // The law of a file's weights is unknown, so the summary reports their sample
+        // standard deviations. kappa does not use them: it comes from the initial state.
         init.sigma0 = std_of(&[&params.w_v, &params.w_k, &params.w_q]);
         init.sigma1 = std_of(&[&params.w]);
         Some(params)
@@ -358,10 +357,10 @@ pub fn execute(
     folder.earlier_seconds = earlier_seconds;
 
     log::info!(
-        "run started: engine {}, integrator {}, t_end {}, output {}",
+        "run started: engine {}, integrator {}, {}, output {}",
         config.train.engine.name(),
         config.train.integrator.name(),
-        schedule.t_end,
+        schedule.end_text(),
         out.display()
     );
     let dynamics = &mut prepared.dynamics;

@@ -180,8 +180,11 @@ impl OdeSystem for FlowProblem<'_> {
 /// Integrates gradient flow from `t0` towards `t1`, replacing `y` by the state reached.
 ///
 /// The call ends at `t1`, after a chunk of accepted steps, or at the first accepted step
-/// whose state meets `watch`. `step_hint` is the initial step (0 lets the solver choose) and
-/// `max_steps` bounds the accepted and rejected steps of the call.
+/// whose state meets `watch`. `step_hint` is the initial step (0 lets the solver choose).
+/// `max_steps`, at least 1, bounds the attempted steps of the call. A call that reaches
+/// that bound ends with `step_limit` set and counts all `max_steps` attempts as accepted
+/// or rejected steps. Otherwise the counts follow the solvers: a rejected trial step before
+/// the call's first accepted step is not counted.
 #[allow(clippy::too_many_arguments)]
 pub fn advance_flow(
     dynamics: &mut Dynamics,
@@ -205,7 +208,7 @@ pub fn advance_flow(
         Some(stepper) if stepper.len() == y.len() => stepper,
         _ => dopri5::Dopri5::new(y.len()),
     };
-    let n_max = max_steps.min(u32::MAX as u64) as u32;
+    let n_max = attempt_limit(max_steps);
     let controls =
         dopri5::Controls::new(tolerances.rtol, tolerances.atol, t1 - t0, step_hint, n_max);
     let mut problem = FlowProblem {
@@ -219,9 +222,16 @@ pub fn advance_flow(
     let previous = segment.t_previous.map(|t| (t, stepper.previous().to_vec()));
     problem.dynamics.stepper = Some(stepper);
 
+    let mut counts = SolverCounts {
+        accepted_steps: segment.accepted as u64,
+        rejected_steps: segment.rejected as u64,
+    };
     let step_limit = match segment.failure {
         None => false,
-        Some(dopri5::Failure::StepLimit { .. }) => true,
+        Some(dopri5::Failure::StepLimit { .. }) => {
+            counts = limit_counts(n_max, segment.accepted);
+            true
+        }
         Some(dopri5::Failure::StepSizeUnderflow { t }) => {
             return Err(Error::Integration {
                 time: t,
@@ -242,12 +252,31 @@ pub fn advance_flow(
         } else {
             step_hint
         },
-        counts: SolverCounts {
-            accepted_steps: segment.accepted as u64,
-            rejected_steps: segment.rejected as u64,
-        },
+        counts,
         step_limit,
     })
+}
+
+/// Converts a bound on the attempted steps of a call, at least 1, to the solvers' `n_max`.
+/// Both solvers attempt one more step than `n_max` before they stop at the limit.
+fn attempt_limit(max_steps: u64) -> u32 {
+    debug_assert!(
+        max_steps >= 1,
+        "a solver call needs a step budget of at least 1"
+    );
+    max_steps.saturating_sub(1).min(u32::MAX as u64 - 1) as u32
+}
+
+/// Counts of a call that stopped at the limit `n_max`: it attempted `n_max + 1` steps, of
+/// which `accepted` were accepted, so every other attempt counts as rejected, including
+/// rejections before the first accepted step, which the solvers leave out.
+fn limit_counts(n_max: u32, accepted: u32) -> SolverCounts {
+    let attempted = n_max as u64 + 1;
+    let accepted = (accepted as u64).min(attempted);
+    SolverCounts {
+        accepted_steps: accepted,
+        rejected_steps: attempted - accepted,
+    }
 }
 
 /// [`advance_flow`] through the `ode_solvers` crate.
@@ -273,7 +302,7 @@ fn advance_ode_solvers(
     };
     let start = DVector::from_vec(std::mem::take(y));
     let span = t1 - t0;
-    let n_max = max_steps.min(u32::MAX as u64) as u32;
+    let n_max = attempt_limit(max_steps);
     let Tolerances { rtol, atol } = tolerances;
 
     // Sparse output stores every accepted state of the call; the chunk limit bounds them.
@@ -335,13 +364,9 @@ fn advance_ode_solvers(
             },
             false,
         ),
-        Err(IntegrationError::MaxNumStepReached { .. }) => (
-            SolverCounts {
-                accepted_steps: accepted.get() as u64,
-                rejected_steps: (n_max - accepted.get().min(n_max)) as u64,
-            },
-            true,
-        ),
+        Err(IntegrationError::MaxNumStepReached { .. }) => {
+            (limit_counts(n_max, accepted.get()), true)
+        }
         Err(error) => {
             return Err(Error::Integration {
                 time: t0,

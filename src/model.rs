@@ -211,7 +211,8 @@ fn check_positive(key: &str, value: f64) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::config(format!(
-            "{key} = {value} is invalid; it must be a finite number > 0"
+            "{key} = {} is invalid; it must be a finite number > 0",
+            crate::error::format_value(value)
         )))
     }
 }

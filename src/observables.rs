@@ -5,7 +5,7 @@
 //! S[target 2, target 1] with row = key and column = query, and index 3 is the common token
 //! (id 2).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::engine::GramSummary;
 use crate::forward::Evaluation;
@@ -16,93 +16,109 @@ use crate::task::{Group, TaskData};
 /// Gradient weights are g_i = 1 / (1 + exp(y_i F_i)); `gsum_I*` is their sum over a group and
 /// `gprime_I*` the sum of g_i (1 - g_i), the size of the derivative of g_i with respect to the
 /// margin.
+///
+/// A group that the training set lacks makes `balance_I2_I3` or `R` non-finite. JSON has no
+/// NaN or infinity, so `summary.json` and `checkpoint.json` store non-finite values as null,
+/// and every field reads null back as NaN.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// Time t of gradient flow (for gradient descent, eta x step).
+    #[serde(deserialize_with = "nan_if_null")]
     pub t: f64,
     /// Mean training loss.
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss: f64,
     /// Mean loss on the held-out test set.
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_loss: f64,
     /// Fraction of test samples with y F <= 0.
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_error: f64,
-    #[serde(rename = "loss_I1")]
+    #[serde(rename = "loss_I1", deserialize_with = "nan_if_null")]
     pub loss_i1: f64,
-    #[serde(rename = "loss_I2")]
+    #[serde(rename = "loss_I2", deserialize_with = "nan_if_null")]
     pub loss_i2: f64,
-    #[serde(rename = "loss_I3")]
+    #[serde(rename = "loss_I3", deserialize_with = "nan_if_null")]
     pub loss_i3: f64,
-    #[serde(rename = "loss_I4")]
+    #[serde(rename = "loss_I4", deserialize_with = "nan_if_null")]
     pub loss_i4: f64,
-    #[serde(rename = "gsum_I1")]
+    #[serde(rename = "gsum_I1", deserialize_with = "nan_if_null")]
     pub gsum_i1: f64,
-    #[serde(rename = "gsum_I2")]
+    #[serde(rename = "gsum_I2", deserialize_with = "nan_if_null")]
     pub gsum_i2: f64,
-    #[serde(rename = "gsum_I3")]
+    #[serde(rename = "gsum_I3", deserialize_with = "nan_if_null")]
     pub gsum_i3: f64,
-    #[serde(rename = "gsum_I4")]
+    #[serde(rename = "gsum_I4", deserialize_with = "nan_if_null")]
     pub gsum_i4: f64,
-    #[serde(rename = "gprime_I1")]
+    #[serde(rename = "gprime_I1", deserialize_with = "nan_if_null")]
     pub gprime_i1: f64,
-    #[serde(rename = "gprime_I2")]
+    #[serde(rename = "gprime_I2", deserialize_with = "nan_if_null")]
     pub gprime_i2: f64,
-    #[serde(rename = "gprime_I3")]
+    #[serde(rename = "gprime_I3", deserialize_with = "nan_if_null")]
     pub gprime_i3: f64,
-    #[serde(rename = "gprime_I4")]
+    #[serde(rename = "gprime_I4", deserialize_with = "nan_if_null")]
     pub gprime_i4: f64,
     /// gsum_I2 / gsum_I3.
-    #[serde(rename = "balance_I2_I3")]
+    #[serde(rename = "balance_I2_I3", deserialize_with = "nan_if_null")]
     pub balance_i2_i3: f64,
     /// (g(I2 u I3 u I4) - g(I1)) / (g(I1) - g(I2)); NaN when g(I1) = g(I2).
-    #[serde(rename = "R")]
+    #[serde(rename = "R", deserialize_with = "nan_if_null")]
     pub r: f64,
     /// Largest ratio max g / min g within one group.
+    #[serde(deserialize_with = "nan_if_null")]
     pub within_group_g_ratio: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub gamma_1: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub gamma_2: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub gamma_3: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub beta: f64,
-    #[serde(rename = "S_1_1")]
+    #[serde(rename = "S_1_1", deserialize_with = "nan_if_null")]
     pub s_1_1: f64,
-    #[serde(rename = "S_1_2")]
+    #[serde(rename = "S_1_2", deserialize_with = "nan_if_null")]
     pub s_1_2: f64,
-    #[serde(rename = "S_1_3")]
+    #[serde(rename = "S_1_3", deserialize_with = "nan_if_null")]
     pub s_1_3: f64,
-    #[serde(rename = "S_2_1")]
+    #[serde(rename = "S_2_1", deserialize_with = "nan_if_null")]
     pub s_2_1: f64,
-    #[serde(rename = "S_2_2")]
+    #[serde(rename = "S_2_2", deserialize_with = "nan_if_null")]
     pub s_2_2: f64,
-    #[serde(rename = "S_2_3")]
+    #[serde(rename = "S_2_3", deserialize_with = "nan_if_null")]
     pub s_2_3: f64,
-    #[serde(rename = "S_3_1")]
+    #[serde(rename = "S_3_1", deserialize_with = "nan_if_null")]
     pub s_3_1: f64,
-    #[serde(rename = "S_3_2")]
+    #[serde(rename = "S_3_2", deserialize_with = "nan_if_null")]
     pub s_3_2: f64,
-    #[serde(rename = "S_3_3")]
+    #[serde(rename = "S_3_3", deserialize_with = "nan_if_null")]
     pub s_3_3: f64,
-    #[serde(rename = "GV_1_1")]
+    #[serde(rename = "GV_1_1", deserialize_with = "nan_if_null")]
     pub gv_1_1: f64,
-    #[serde(rename = "GV_1_2")]
+    #[serde(rename = "GV_1_2", deserialize_with = "nan_if_null")]
     pub gv_1_2: f64,
-    #[serde(rename = "GV_1_3")]
+    #[serde(rename = "GV_1_3", deserialize_with = "nan_if_null")]
     pub gv_1_3: f64,
-    #[serde(rename = "GV_2_1")]
+    #[serde(rename = "GV_2_1", deserialize_with = "nan_if_null")]
     pub gv_2_1: f64,
-    #[serde(rename = "GV_2_2")]
+    #[serde(rename = "GV_2_2", deserialize_with = "nan_if_null")]
     pub gv_2_2: f64,
-    #[serde(rename = "GV_2_3")]
+    #[serde(rename = "GV_2_3", deserialize_with = "nan_if_null")]
     pub gv_2_3: f64,
-    #[serde(rename = "GV_3_1")]
+    #[serde(rename = "GV_3_1", deserialize_with = "nan_if_null")]
     pub gv_3_1: f64,
-    #[serde(rename = "GV_3_2")]
+    #[serde(rename = "GV_3_2", deserialize_with = "nan_if_null")]
     pub gv_3_2: f64,
-    #[serde(rename = "GV_3_3")]
+    #[serde(rename = "GV_3_3", deserialize_with = "nan_if_null")]
     pub gv_3_3: f64,
     /// min_i y_i F_i over the training set.
+    #[serde(deserialize_with = "nan_if_null")]
     pub min_margin: f64,
     /// m1 trace(GV) - beta, constant under gradient flow.
+    #[serde(deserialize_with = "nan_if_null")]
     pub invariant_value: f64,
     /// trace(GK) - trace(GQ), constant under gradient flow.
+    #[serde(deserialize_with = "nan_if_null")]
     pub invariant_key_query: f64,
 }
 
@@ -221,6 +237,12 @@ impl Observation {
             .find(|(_, value)| !value.is_finite())
             .map(|(name, _)| *name)
     }
+}
+
+/// Reads a number, or null as NaN. serde_json writes NaN and the infinities as null, so an
+/// infinity also comes back as NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// Reads a `trajectory.csv` written by a run.

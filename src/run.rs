@@ -49,12 +49,31 @@ pub struct Schedule {
     /// Whether `t_end` was derived as eta x max_steps, so that reaching it means using up
     /// the step limit.
     pub end_is_step_limit: bool,
-    /// Limit on gradient-descent steps, or on accepted plus rejected solver steps.
+    /// Limit on gradient-descent steps, or on accepted plus rejected solver steps (those of
+    /// event location included), which never exceed it. See [`advance_flow`] for which
+    /// rejected steps count.
     pub max_steps: u64,
     pub target_loss: Option<f64>,
     /// Output times, increasing, from 0 to t_end. Gradient descent rounds each to the
     /// nearest step.
     pub record_times: Vec<f64>,
+}
+
+impl Schedule {
+    /// Describes what ends the run, for log messages: the step limit of gradient descent
+    /// without a configured t_end, the final time otherwise.
+    pub fn end_text(&self) -> String {
+        let t_end = crate::error::format_value(self.t_end);
+        if self.end_is_step_limit {
+            format!(
+                "eta {} for max_steps {} (t = {t_end})",
+                crate::error::format_value(self.eta),
+                self.max_steps
+            )
+        } else {
+            format!("t_end {t_end}")
+        }
+    }
 }
 
 /// Everything needed to continue a run; a checkpoint stores it.
@@ -156,7 +175,7 @@ fn non_finite_hint(schedule: &Schedule, steps: u64) -> String {
     } else {
         format!(
             "the step eta = {} may be too large for this initialization; lower train.eta",
-            schedule.eta
+            crate::error::format_value(schedule.eta)
         )
     }
 }
@@ -402,6 +421,8 @@ fn flow_error(error: Error, dynamics: &Dynamics, schedule: &Schedule, steps: u64
 }
 
 /// Integrates from `t_start` to `t_end`, in as many solver calls as needed, without events.
+/// The steps count against the run's step limit. Returns whether `t_end` was reached
+/// before the limit.
 fn integrate_to(
     dynamics: &mut Dynamics,
     schedule: &Schedule,
@@ -409,10 +430,14 @@ fn integrate_to(
     y: &mut Vec<f64>,
     t_start: f64,
     t_end: f64,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let mut t = t_start;
     let mut hint = 0.0;
     while t < t_end {
+        let budget = schedule.max_steps.saturating_sub(state.steps);
+        if budget == 0 {
+            return Ok(false);
+        }
         let advance = advance_flow(
             dynamics,
             schedule.integrator,
@@ -422,13 +447,13 @@ fn integrate_to(
             t,
             t_end,
             hint,
-            u64::from(u32::MAX),
+            budget,
         )?;
         add_counts(state, advance.counts);
         t = advance.t;
         hint = advance.step_hint;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Finds the first time in (t_a, t_b] at which `condition` holds, given that it fails at
@@ -436,8 +461,9 @@ fn integrate_to(
 /// the last accepted solver step.
 ///
 /// Bisects on the stepper's dense output for `dopri5`, and on re-integrated states for the
-/// `ode_solvers` methods. Stops when the bracket is narrower than 1e-12 relative to t_b and
-/// returns the right end of the bracket and its state.
+/// `ode_solvers` methods. Stops when the bracket is narrower than 1e-12 relative to t_b, or
+/// when re-integration uses up the step limit, and returns the right end of the bracket and
+/// its state.
 #[allow(clippy::too_many_arguments)]
 fn locate_event(
     dynamics: &mut Dynamics,
@@ -498,7 +524,13 @@ fn locate_event_by_integration(
         }
         let mid = 0.5 * (low + high);
         let mut y_mid = y_low.clone();
-        integrate_to(dynamics, schedule, state, &mut y_mid, low, mid)?;
+        if !integrate_to(dynamics, schedule, state, &mut y_mid, low, mid)? {
+            log::warn!(
+                "the step limit ended the location of an event in ({low:e}, {high:e}]; its \
+                 time is taken as {high:e}; raise train.max_steps to locate it to 1e-12"
+            );
+            break;
+        }
         dynamics.evaluate_train_forward(&y_mid);
         if condition.is_met(dynamics) {
             high = mid;

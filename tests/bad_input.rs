@@ -137,6 +137,12 @@ fn out_of_range_values_name_value_and_fix() {
         ("train", "eta", "-inf", "train.eta = -inf is invalid"),
         ("train", "max_steps", "0", "train.max_steps = 0"),
         ("train", "t_end", "-1.0", "train.t_end = -1 is invalid"),
+        (
+            "train",
+            "t_end",
+            "-1e-300",
+            "train.t_end = -1e-300 is invalid",
+        ),
         ("train", "rtol", "1.0", "train.rtol = 1 is outside (0, 1)"),
         ("train", "atol", "0.0", "train.atol = 0 is outside (0, 1)"),
         ("train", "atol", "nan", "train.atol = NaN is outside (0, 1)"),
@@ -253,6 +259,18 @@ fn syntax_and_type_errors_rejected() {
     assert_contains(
         &config_error(&BASE.replace("\"sampled\"", "\"sampeld\"")),
         "unknown variant `sampeld`",
+    );
+}
+
+#[test]
+fn tiny_t_end_in_scientific_notation() {
+    let text = format!(
+        "{}\n[record]\nt_first = 0.1\n",
+        with_value("train", "t_end", "1e-300")
+    );
+    assert_contains(
+        &config_error(&text),
+        "record.t_first = 0.1 must lie in (0, t_end = 1e-300]",
     );
 }
 

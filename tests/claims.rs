@@ -198,3 +198,148 @@ fn early_stop_is_not_applicable() {
     let text = std::fs::read_to_string(dir.path().join("predictions.csv")).expect("written");
     assert!(text.lines().nth(1).expect("a row").ends_with("NaN"));
 }
+
+/// A dataset without group I3 gives an infinite balance_I2_I3, which summary.json stores
+/// as null. The check must read them back and mark the claims that need group I3 as not
+/// applicable.
+#[test]
+fn missing_group_is_not_applicable() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut config = theory_config(11, 36, 4, 8);
+    let data = attnflow::experiment::build_data(&config).expect("the draw succeeds");
+    let train = &data.train;
+    let keep: Vec<usize> = (0..train.len())
+        .filter(|&i| train.groups[i] != attnflow::task::Group::I3)
+        .collect();
+    let tokens = keep
+        .iter()
+        .flat_map(|&i| train.sample(i).iter().copied())
+        .collect();
+    let labels = keep.iter().map(|&i| train.labels[i]).collect();
+    let reduced = attnflow::task::Dataset::new(tokens, labels, train.seq_len, train.vocab_size)
+        .expect("a valid training set");
+    let path = dir.path().join("no-i3.npz");
+    attnflow::npz::write_dataset(
+        &path,
+        &attnflow::task::TaskData {
+            train: reduced,
+            test: data.test.clone(),
+        },
+    )
+    .expect("written");
+    config.task.dataset = Some(path);
+    config.task.n = keep.len();
+    let out = dir.path().join("run");
+    let summary = execute(
+        &config,
+        &out,
+        &RunOptions::default(),
+        &AtomicBool::new(false),
+    )
+    .expect("the run finishes");
+    assert!(summary.t1.is_some(), "T1 is reached");
+
+    let report = check_run(&out).expect("the check reads a summary with null observables");
+    for id in [2, 8, 9] {
+        let claim = report.claim(id).expect("reported");
+        assert_eq!(claim.verdict, Verdict::NotApplicable, "claim {id}");
+        assert!(
+            claim.measured_text.contains("I3"),
+            "claim {id}: {}",
+            claim.measured_text
+        );
+    }
+    for id in [1, 3, 4] {
+        let claim = report.claim(id).expect("reported");
+        assert_ne!(claim.verdict, Verdict::NotApplicable, "claim {id}");
+    }
+
+    // checkpoint.json holds the same null values in the observables at T1.
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    execute(&config, &out, &resume, &AtomicBool::new(false))
+        .expect("a finished run with null observables resumes");
+}
+
+/// With no output time between t = 0 and T1, claim 2 has no rise or fall to measure.
+#[test]
+fn claim_two_needs_records_before_t1() {
+    let mut config = theory_config(5, 36, 4, 8);
+    // Output times 0 and t_end only; the run stops at the target loss, long after T1.
+    config.record.points = 1;
+    config.record.t_first = config.train.t_end;
+    let report = run_and_check(&config);
+
+    assert!(report.t1.is_some(), "T1 is reached");
+    let claim = report.claim(2).expect("reported");
+    assert_eq!(
+        claim.verdict,
+        Verdict::NotApplicable,
+        "{}",
+        claim.measured_text
+    );
+    assert!(
+        claim.measured_text.contains("between t = 0 and T1"),
+        "{}",
+        claim.measured_text
+    );
+}
+
+/// kappa is a function of the initial state, so a run with drawn weights and its replay
+/// from the saved weights file report the same kappa, beta(0) + m1 trace(GV(0)) / d.
+#[test]
+fn kappa_same_for_drawn_and_replayed() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut config = theory_config(2, 36, 4, 8);
+    config.model.m = 32;
+    config.init.reduced_from = attnflow::config::ReducedInit::Parameters;
+    config.train.target_loss = Some(0.5);
+    let drawn_dir = dir.path().join("drawn");
+    let options = RunOptions {
+        save_inputs: true,
+        ..RunOptions::default()
+    };
+    execute(&config, &drawn_dir, &options, &AtomicBool::new(false)).expect("the run finishes");
+    let drawn = check_run(&drawn_dir).expect("the check finishes");
+
+    config.task.dataset = Some(drawn_dir.join("dataset.npz"));
+    config.init.weights = Some(drawn_dir.join("init_weights.npz"));
+    let replay_dir = dir.path().join("replay");
+    execute(&config, &replay_dir, &options, &AtomicBool::new(false)).expect("the run finishes");
+    let replay = check_run(&replay_dir).expect("the check finishes");
+
+    let record = attnflow::theory::RunRecord::load(&drawn_dir).expect("loads");
+    let gv = &record.initial.gv;
+    let expected = record.initial.beta + 8.0 * gv.diag().sum() / gv.nrows() as f64;
+    assert!(
+        (drawn.kappa / expected - 1.0).abs() < 1e-12,
+        "{} against {expected}",
+        drawn.kappa
+    );
+    assert!(
+        (replay.kappa / drawn.kappa - 1.0).abs() < 1e-12,
+        "replay {} against drawn {}",
+        replay.kappa,
+        drawn.kappa
+    );
+}
+
+/// The baseline's T1 is located between output times, so it does not depend on the grid.
+#[test]
+fn baseline_t1_independent_of_grid() {
+    let mut config = theory_config(4, 36, 4, 8);
+    let coarse = run_and_check(&config);
+    config.record.points = 400;
+    let fine = run_and_check(&config);
+
+    let coarse_t1 = coarse.baseline_t1.expect("the baseline reaches T1");
+    let fine_t1 = fine.baseline_t1.expect("the baseline reaches T1");
+    // Bisection stops at 1e-12 relative; the two solves of the baseline up to the bracket
+    // differ by the solver tolerance of 1e-10.
+    assert!(
+        (coarse_t1 / fine_t1 - 1.0).abs() < 1e-8,
+        "coarse {coarse_t1:e}, fine {fine_t1:e}"
+    );
+}

@@ -221,6 +221,17 @@ fn sweep_figure_renders() {
     check_figure(&out, &plots::sweep_figure(&runs));
 }
 
+/// Runs `attnflow plot RUN --out OUT`.
+fn plot_command(run: &Path, out: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("plot")
+        .arg(run)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn plot_run_reports_missing_trajectory() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,12 +240,14 @@ fn plot_run_reports_missing_trajectory() {
     assert!(message.contains("trajectory.csv not found"), "{message}");
 }
 
+/// A run that recorded only t = 0 has nothing to show on a log time axis, so the plot
+/// command stops with an error that names the fix instead of drawing empty axes.
 #[test]
-fn single_row_trajectory_still_renders() {
+fn initial_row_only_is_error() {
     let run = tempfile::tempdir().unwrap();
     tiny_run(run.path());
 
-    // Keep only the header and the t = 0 row, which a log time axis cannot show, and drop T1.
+    // Keep only the header and the t = 0 row, and drop T1.
     let trajectory = run.path().join("trajectory.csv");
     let text = std::fs::read_to_string(&trajectory).unwrap();
     let first_two: Vec<&str> = text.lines().take(2).collect();
@@ -242,12 +255,12 @@ fn single_row_trajectory_still_renders() {
     std::fs::write(run.path().join("summary.json"), r#"{"t1": null}"#).unwrap();
 
     let out = run.path().join("figures");
-    let plotted = plots::plot_run(run.path(), &out).unwrap();
-    assert_eq!(plotted.files.len(), 10);
-    for file in &plotted.files {
-        let size = std::fs::metadata(file).unwrap().len();
-        assert!(size > 0, "{} is empty", file.display());
-    }
+    let output = plot_command(run.path(), &out);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("has only the t = 0 row"), "{stderr}");
+    assert!(stderr.contains("raise train.max_steps"), "{stderr}");
+    assert!(!out.join("loss.png").exists());
 }
 
 #[test]
@@ -256,13 +269,7 @@ fn plot_command_notes_missing_predictions() {
     tiny_run(run.path());
     let out = run.path().join("pictures");
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_attnflow"))
-        .arg("plot")
-        .arg(run.path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let output = plot_command(run.path(), &out);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("run `attnflow check"), "{stdout}");

@@ -48,18 +48,22 @@ fn flow_config() -> String {
         )
 }
 
-fn run(dir: &Path, config: &str, extra: &[&str]) -> std::process::Output {
+/// Writes `config` into `dir` and prepares `attnflow run` on it with the output in
+/// `dir/run`.
+fn run_command(dir: &Path, config: &str) -> Command {
     let path = dir.join("config-in.toml");
     std::fs::write(&path, config).unwrap();
-    let out = dir.join("run");
-    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_attnflow"));
+    command
         .arg("run")
         .arg(&path)
         .arg("--out")
-        .arg(&out)
-        .args(extra)
-        .output()
-        .unwrap();
+        .arg(dir.join("run"));
+    command
+}
+
+fn run(dir: &Path, config: &str, extra: &[&str]) -> std::process::Output {
+    let output = run_command(dir, config).args(extra).output().unwrap();
     assert!(
         output.status.success(),
         "attnflow run failed: {}",
@@ -296,13 +300,8 @@ fn resume_rejects_config_flags() {
 #[test]
 fn oversized_seed_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config-in.toml");
-    std::fs::write(&path, DESCENT).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
-        .arg("run")
-        .arg(&path)
-        .args(["--seed", "18446744073709551615", "--out"])
-        .arg(dir.path().join("run"))
+    let output = run_command(dir.path(), DESCENT)
+        .args(["--seed", "18446744073709551615"])
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -311,4 +310,66 @@ fn oversized_seed_rejected() {
         stderr.contains("the largest integer a config file can hold"),
         "{stderr}"
     );
+}
+
+/// A descent config without t_end reports the step limit as what ends the run, in the log
+/// and in the printed stop line, and never a t_end it does not have.
+#[test]
+fn descent_reports_step_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_command(dir.path(), DESCENT)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("reached the step limit"), "{stdout}");
+    assert!(stderr.contains("max_steps 400"), "{stderr}");
+    assert!(!stdout.contains("t_end"), "{stdout}");
+    assert!(!stderr.contains("t_end"), "{stderr}");
+}
+
+/// Flow runs stop at train.max_steps exactly: the solver's extra attempt at its limit and
+/// the re-integration that locates T1 both count against it.
+#[test]
+fn flow_steps_never_exceed_limit() {
+    use attnflow::run::StopReason;
+    use std::sync::atomic::AtomicBool;
+
+    for integrator in ["dopri5", "ode-solvers-dopri5", "dop853"] {
+        for max_steps in 1..=40u64 {
+            let text = flow_config()
+                .replace(
+                    "integrator = \"dopri5\"",
+                    &format!("integrator = \"{integrator}\"\nmax_steps = {max_steps}"),
+                )
+                .replace("t_first = 0.01", "t_first = 1.0");
+            let config = attnflow::config::Config::from_toml(&text).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let options = attnflow::experiment::RunOptions::default();
+            let summary = attnflow::experiment::execute(
+                &config,
+                dir.path(),
+                &options,
+                &AtomicBool::new(false),
+            )
+            .unwrap();
+            let case = format!("{integrator}, max_steps {max_steps}");
+
+            assert!(
+                summary.steps <= max_steps,
+                "{case}: {} steps",
+                summary.steps
+            );
+            assert_eq!(
+                summary.steps,
+                summary.accepted_steps + summary.rejected_steps,
+                "{case}"
+            );
+            if summary.stop_reason == StopReason::StepLimit {
+                assert_eq!(summary.steps, max_steps, "{case}");
+            }
+        }
+    }
 }

@@ -121,9 +121,17 @@ fn sweep_table_has_every_run() {
     for row in &rows {
         assert_eq!(row.stop_reason, "target-loss", "{}", row.run);
         assert_eq!((row.n, row.seq_len, row.m1), (12, 3, 5));
-        let kappa = row.beta0 + row.m1 as f64 * row.sigma0 * row.sigma0 * row.m as f64;
-        assert!((row.kappa - kappa).abs() <= 1e-12 * kappa, "{}", row.run);
+        // kappa takes m1 trace(GV(0)) / d from the drawn state, whose expectation is
+        // m1 sigma0^2 m; in these runs the two kappas differ by under 0.5%.
+        let law_kappa = row.beta0 + row.m1 as f64 * row.sigma0 * row.sigma0 * row.m as f64;
+        assert!(
+            (row.kappa / law_kappa - 1.0).abs() <= 0.02,
+            "{}: kappa {} against {law_kappa}",
+            row.run,
+            row.kappa
+        );
         let t1 = row.t1.expect("T1 is reached");
+        let kappa = row.kappa;
         assert!((row.t1_kappa.unwrap() - t1 * kappa).abs() <= 1e-12 * t1 * kappa);
         assert!(row.c.unwrap() > 0.0, "{}", row.run);
         assert!(row.c_r2.unwrap() > 0.5, "{}: {:?}", row.run, row.c_r2);

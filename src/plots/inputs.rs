@@ -58,6 +58,17 @@ impl RunData {
                 trajectory_path.display()
             )));
         }
+        // All figures but loss-law plot against log t, which cannot show t = 0, and a single
+        // point of 1/loss says nothing about the loss law, so such a run gives empty axes.
+        if trajectory.iter().all(|row| row.t <= 0.0) {
+            return Err(Error::invalid_data(format!(
+                "{} has only the t = 0 row, which the log time axes of the figures cannot \
+                 show; let the run go past t = 0 (resume an interrupted run with --resume, raise \
+                 train.max_steps, or lower train.target_loss below the initial loss) and plot \
+                 again",
+                trajectory_path.display()
+            )));
+        }
 
         let t1 = read_t1(&run_dir.join(output::SUMMARY))?;
         let predictions_path = run_dir.join(PREDICTIONS);

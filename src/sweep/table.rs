@@ -49,7 +49,7 @@ pub struct RunRow {
     pub wall_seconds: f64,
     /// beta at t = 0.
     pub beta0: f64,
-    /// beta(0) + m1 sigma0^2 m.
+    /// kappa = beta(0) + m1 trace(GV(0)) / d.
     pub kappa: f64,
     pub t1_kappa: Option<f64>,
     /// Slope of 1/loss against t over T1 and the trajectory rows after it.

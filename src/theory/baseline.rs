@@ -92,32 +92,67 @@ impl System<f64, DVector<f64>> for BaselineFlow<'_> {
     }
 }
 
+/// The baseline flow and its starting state, as the run in `record` gives them.
+struct BaselineProblem<'a> {
+    train: &'a Dataset,
+    pairs: PairIndex,
+    value_kernel: Array2<f64>,
+    m1: f64,
+    scores: Vec<f64>,
+    start: Vec<f64>,
+}
+
+impl<'a> BaselineProblem<'a> {
+    fn new(record: &'a RunRecord) -> BaselineProblem<'a> {
+        let train = &record.data.train;
+        let pairs = PairIndex::new(train);
+        let scores = vec![0.0; pairs.pairs.len()];
+        let mut start: Vec<f64> = record.initial.gamma.to_vec();
+        start.push(record.initial.beta);
+        BaselineProblem {
+            train,
+            pairs,
+            value_kernel: &record.initial.gv * record.m1(),
+            m1: record.m1(),
+            scores,
+            start,
+        }
+    }
+
+    fn flow(&self) -> BaselineFlow<'_> {
+        BaselineFlow {
+            train: self.train,
+            pairs: &self.pairs,
+            value_kernel: &self.value_kernel,
+            m1: self.m1,
+            scores: &self.scores,
+            evaluation: RefCell::new(Evaluation::new(self.train, &self.pairs)),
+        }
+    }
+
+    /// Advances the state `y` from `t0` to `t1` (returned unchanged when `t1 <= t0`).
+    fn advance(&self, t0: f64, t1: f64, y: Vec<f64>) -> Result<Vec<f64>, Error> {
+        if t1 <= t0 {
+            return Ok(y);
+        }
+        advance(self.flow(), t0, t1, y)
+    }
+}
+
 /// Integrates the baseline from t = 0 and returns it at each of `times` (increasing,
 /// starting at 0 or later).
 pub fn integrate(record: &RunRecord, times: &[f64]) -> Result<Vec<BaselinePoint>, Error> {
-    let train = &record.data.train;
-    let pairs = PairIndex::new(train);
-    let value_kernel = &record.initial.gv * record.m1();
-    let scores = vec![0.0; pairs.pairs.len()];
-    let flow = || BaselineFlow {
-        train,
-        pairs: &pairs,
-        value_kernel: &value_kernel,
-        m1: record.m1(),
-        scores: &scores,
-        evaluation: RefCell::new(Evaluation::new(train, &pairs)),
-    };
-
-    let mut y: Vec<f64> = record.initial.gamma.to_vec();
-    y.push(record.initial.beta);
+    let problem = BaselineProblem::new(record);
+    let flow = problem.flow();
+    let mut y = problem.start.clone();
     let mut t = 0.0;
     let mut points = Vec::with_capacity(times.len());
     for &target in times {
         if target > t {
-            y = advance(flow(), t, target, y)?;
+            y = problem.advance(t, target, y)?;
             t = target;
         }
-        points.push(point(&flow(), t, &y));
+        points.push(point(&flow, t, &y));
     }
     Ok(points)
 }
@@ -150,12 +185,48 @@ fn point(flow: &BaselineFlow, t: f64, y: &[f64]) -> BaselinePoint {
     }
 }
 
-/// First output time at which the baseline classifies every training sample correctly.
-// NOTE: this is the output time after the crossing, not a located event, so it can be late
-// by up to one grid spacing (about 11% on experiments/theory.toml), and claim 3 uses it.
-pub fn first_all_correct(points: &[BaselinePoint]) -> Option<f64> {
-    points
-        .iter()
-        .find(|point| point.min_margin > 0.0)
-        .map(|point| point.t)
+/// Relative width of the bracket at which [`first_all_correct`] stops bisecting, the same
+/// as the event location of the run's T1.
+const T1_RTOL: f64 = 1e-12;
+
+/// Locates the first time at which the baseline classifies every training sample
+/// correctly, or returns `None` when no point of `points` (the baseline at the output
+/// times, from [`integrate`]) does.
+///
+/// The output times bracket the crossing: it lies after the last point with a
+/// non-positive minimum margin (or after t = 0) and at or before the first point with a
+/// positive one. Bisection on states re-integrated from the left end narrows the bracket
+/// to [`T1_RTOL`] relative and returns its right end.
+pub fn first_all_correct(
+    record: &RunRecord,
+    points: &[BaselinePoint],
+) -> Result<Option<f64>, Error> {
+    let Some(first) = points.iter().position(|point| point.min_margin > 0.0) else {
+        return Ok(None);
+    };
+    let problem = BaselineProblem::new(record);
+    let flow = problem.flow();
+    let mut low = if first == 0 { 0.0 } else { points[first - 1].t };
+    let mut high = points[first].t;
+    if point(&flow, 0.0, &problem.start).min_margin > 0.0 {
+        return Ok(Some(0.0));
+    }
+
+    let mut y_low = problem.advance(0.0, low, problem.start.clone())?;
+    // The relative width starts at 1 or less and halves each time, so about 40 halvings
+    // reach T1_RTOL; the cap only guards against a loop that rounding stalls.
+    for _ in 0..200 {
+        if high - low <= T1_RTOL * high {
+            break;
+        }
+        let mid = 0.5 * (low + high);
+        let y_mid = problem.advance(low, mid, y_low.clone())?;
+        if point(&flow, mid, &y_mid).min_margin > 0.0 {
+            high = mid;
+        } else {
+            low = mid;
+            y_low = y_mid;
+        }
+    }
+    Ok(Some(high))
 }

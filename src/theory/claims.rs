@@ -1,18 +1,18 @@
 //! The twelve claims of the analysis, each measured on a run and given a verdict.
 //!
 //! Claims 1 to 4 are about Phase 1 (from t = 0 to T1), claims 5 to 11 about Phase 2 (after
-//! T1), and claim 12 about generalization. A claim whose phase the run never reached is
-//! [`Verdict::NotApplicable`].
+//! T1), and claim 12 about generalization. A claim whose phase the run never reached, or
+//! whose sample groups the training set lacks, is [`Verdict::NotApplicable`].
 
 use ndarray::Array2;
 
 use super::balance::{is_ordered, r_star};
-use super::baseline::{BaselinePoint, first_all_correct};
+use super::baseline::BaselinePoint;
 use super::predictions::{initial_speed, kappa, target_speed};
 use super::{ClaimResult, LossLawFit, RunRecord, Verdict};
 use crate::observables::Observation;
 use crate::run::StopReason;
-use crate::task::{COMMON, FIRST_FILLER, TARGET_1, TARGET_2};
+use crate::task::{COMMON, FIRST_FILLER, Group, TARGET_1, TARGET_2};
 
 /// Factor allowed either way where the analysis fixes a quantity only up to constants of
 /// order one (Theta(.), O(1), "comparable"). The analysis gives no value for these
@@ -43,8 +43,7 @@ pub const LOSS_ORDER_ONE: f64 = 0.1;
 
 /// Largest factor between T1 of the run and T1 of the frozen-attention baseline (claim
 /// 3). Phase 1 agrees with the baseline to leading order, so the times must agree well
-/// within a factor of two. The baseline's T1 is known only to the resolution of the output
-/// grid.
+/// within a factor of two.
 pub const T1_FACTOR: f64 = 2.0;
 
 /// Largest relative change of a 3 x 3 block of S or GV until T1 that counts as "barely
@@ -75,6 +74,8 @@ pub const LOSS_LAW_RTOL: f64 = 0.2;
 pub struct Context<'a> {
     pub record: &'a RunRecord,
     pub baseline: &'a [BaselinePoint],
+    /// End of Phase 1 of the baseline, if it ends by the last output time.
+    pub baseline_t1: Option<f64>,
     pub loss_law: Option<&'a LossLawFit>,
 }
 
@@ -134,6 +135,25 @@ fn interrupted(record: &RunRecord) -> bool {
     record.summary.stop_reason == StopReason::Interrupted
 }
 
+/// Returns why a claim about the sample groups `groups` does not apply when the training set
+/// lacks one of them, which an imported dataset may. The observables of a missing group are
+/// then NaN, zero or infinite.
+fn missing_groups(record: &RunRecord, groups: &[Group]) -> Option<String> {
+    let sizes = record.data.train.group_sizes();
+    let missing: Vec<String> = groups
+        .iter()
+        .filter(|group| sizes[group.index()] == 0)
+        .map(|group| format!("{group:?}"))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the training set has no sample of group {}",
+        missing.join(", ")
+    ))
+}
+
 /// Claim 1: d gamma_1/dt, d gamma_2/dt ~ kappa/6 at t = 0, d gamma_3/dt much smaller.
 fn initial_speeds(context: &Context) -> ClaimResult {
     let record = context.record;
@@ -164,7 +184,20 @@ fn one_target_loss_bump(context: &Context) -> ClaimResult {
     if record.t1().is_none() {
         return not_applicable(2, statement, NO_T1);
     }
+    if let Some(reason) = missing_groups(record, &[Group::I2, Group::I3]) {
+        return not_applicable(2, statement, &reason);
+    }
     let rows = record.phase_one_rows();
+    // The rows are t = 0 (unless T1 = 0) and T1 plus the records between them; without one
+    // in between, no rise or fall can be seen.
+    if rows.len() < 3 {
+        return not_applicable(
+            2,
+            statement,
+            "no record between t = 0 and T1; record more output times before T1 (lower \
+             record.t_first)",
+        );
+    }
     let bump = |loss: fn(&Observation) -> f64| {
         let start = loss(&rows[0]);
         let end = loss(rows.last().expect("phase one ends with the state at T1"));
@@ -200,7 +233,7 @@ fn state_at_t1(context: &Context) -> ClaimResult {
         return not_applicable(3, statement, NO_T1);
     };
     let kappa = kappa(context.record);
-    let baseline_t1 = first_all_correct(context.baseline);
+    let baseline_t1 = context.baseline_t1;
     let time_ratio = baseline_t1.map_or(f64::NAN, |baseline| t1 / baseline);
     let readouts_hold = row.gamma_1 >= READOUT_ORDER_ONE
         && row.gamma_2 >= READOUT_ORDER_ONE
@@ -426,6 +459,9 @@ fn automatic_balancing(context: &Context) -> ClaimResult {
     if rows.is_empty() {
         return not_applicable(8, statement, NO_T1);
     }
+    if let Some(reason) = missing_groups(context.record, &Group::ALL) {
+        return not_applicable(8, statement, &reason);
+    }
     let worst_balance = rows
         .iter()
         .map(|row| row.balance_i2_i3.max(1.0 / row.balance_i2_i3))
@@ -456,6 +492,9 @@ fn balance_ratio(context: &Context) -> ClaimResult {
     let rows = context.record.phase_two_rows();
     if rows.len() < 2 {
         return not_applicable(9, statement, NO_PHASE_TWO);
+    }
+    if let Some(reason) = missing_groups(context.record, &Group::ALL) {
+        return not_applicable(9, statement, &reason);
     }
     let (first, last) = (&rows[0], &rows[rows.len() - 1]);
     let (lowest, highest) = rows

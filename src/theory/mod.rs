@@ -44,7 +44,8 @@ pub enum Verdict {
     Holds,
     Fails,
     /// The run never reached the phase the claim is about (for example T1 was not
-    /// reached), so the claim does not apply.
+    /// reached), or the training set lacks a sample group the claim is about, so the claim
+    /// does not apply.
     NotApplicable,
 }
 
@@ -110,14 +111,14 @@ pub struct ReadoutDirection {
 /// Everything `attnflow check` measures on a run folder; written as `check.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckReport {
-    /// kappa = beta(0) + m1 sigma0^2 m, the initial speed scale of the readouts.
+    /// kappa = beta(0) + m1 trace(GV(0)) / d, the initial speed scale of the readouts.
     pub kappa: f64,
     /// Exact d gamma_k/dt at t = 0 for the two targets and the common token.
     pub initial_speed: [f64; 3],
     /// End of Phase 1 of the run, if reached.
     pub t1: Option<f64>,
-    /// End of Phase 1 of the frozen-attention baseline, to the resolution of the output
-    /// grid, if reached.
+    /// End of Phase 1 of the frozen-attention baseline, located by bisection to 1e-12
+    /// relative, if reached by the last output time.
     pub baseline_t1: Option<f64>,
     /// Direction of the readouts at the last recorded time, as (gamma_2, gamma_3) / gamma_1,
     /// for the run and for the baseline. With fillers ignored, the max-margin direction of
@@ -176,17 +177,19 @@ fn final_direction(record: &RunRecord, baseline: &[baseline::BaselinePoint]) -> 
 pub fn evaluate(record: &RunRecord) -> Result<(CheckReport, Vec<report::PredictionRow>), Error> {
     let times: Vec<f64> = record.rows.iter().map(|row| row.t).collect();
     let baseline = baseline::integrate(record, &times)?;
+    let baseline_t1 = baseline::first_all_correct(record, &baseline)?;
     let loss_law = loss_law::fit(record);
     let context = claims::Context {
         record,
         baseline: &baseline,
+        baseline_t1,
         loss_law: loss_law.as_ref(),
     };
     let report = CheckReport {
         kappa: predictions::kappa(record),
         initial_speed: predictions::initial_speed(record),
         t1: record.t1(),
-        baseline_t1: baseline::first_all_correct(&baseline),
+        baseline_t1,
         final_direction: final_direction(record, &baseline),
         loss_law,
         claims: claims::evaluate_all(&context),

@@ -114,7 +114,7 @@ fn summary_lines(report: &CheckReport) -> Vec<String> {
     let direction = report.final_direction;
     vec![
         format!(
-            "kappa = beta(0) + m1 sigma0^2 m = {:.6e}; T1 = {}; baseline T1 = {}",
+            "kappa = beta(0) + m1 trace(GV(0)) / d = {:.6e}; T1 = {}; baseline T1 = {}",
             report.kappa,
             time(report.t1),
             time(report.baseline_t1),
