@@ -222,13 +222,15 @@ impl Engine for ParameterEngine {
         // W_Q, and the query update reads a copy of the old keys.
         let layout = self.layout();
         let m = self.m;
-        self.compute_value_direction(&y[layout.v.clone()], sens.rho);
-        axpy(eta, &self.value_direction, &mut y[layout.z]);
+        // Each value row adds to W_V rho before it moves, while it is in the L1 cache.
+        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
         for (row, &rho_k) in y[layout.v].chunks_exact_mut(m).zip(sens.rho) {
             if rho_k != 0.0 {
+                axpy(rho_k, row, &mut self.value_direction);
                 axpy(eta * rho_k, &self.u, row);
             }
         }
+        axpy(eta, &self.value_direction, &mut y[layout.z]);
 
         let mut scaled_delta = std::mem::take(&mut self.scaled_delta);
         scaled_delta.clear();
