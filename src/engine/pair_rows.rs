@@ -32,8 +32,9 @@ pub struct PairRows {
     queries: SideRows,
     /// The pair list these orders were built for.
     pairs: Vec<(usize, usize)>,
-    /// One column panel of the source rows, packed contiguously; scratch.
-    panel: Vec<f64>,
+    /// One column panel of the key rows and one of the query rows, packed contiguously;
+    /// scratch.
+    panels: Vec<f64>,
 }
 
 /// The terms of one side's increments, grouped by target row.
@@ -69,7 +70,7 @@ impl PairRows {
             keys: SideRows::new(pairs, |(key, query)| (key, query)),
             queries: SideRows::new(pairs, |(key, query)| (query, key)),
             pairs: pairs.to_vec(),
-            panel: Vec::new(),
+            panels: Vec::new(),
         }
     }
 
@@ -89,18 +90,159 @@ impl PairRows {
         d_queries: &mut [f64],
         m: usize,
     ) {
-        self.add_to_keys(delta, queries, d_keys, m);
-        self.add_to_queries(delta, keys, d_queries, m);
+        let sources = Sources::Separate { keys, queries };
+        self.update(delta, 1.0, sources, d_keys, d_queries, m);
     }
 
-    /// Adds Delta W_Q^T to `d_keys`, reading the query rows `queries` (both d x m).
-    pub fn add_to_keys(&mut self, delta: &[f64], queries: &[f64], d_keys: &mut [f64], m: usize) {
-        add_rows(&self.keys, delta, queries, d_keys, m, &mut self.panel);
+    /// Adds `scale` times both increments to `keys` and `queries` in place. Every term reads
+    /// the rows as they were before the call, as a gradient-descent step needs.
+    pub fn step(
+        &mut self,
+        delta: &[f64],
+        scale: f64,
+        keys: &mut [f64],
+        queries: &mut [f64],
+        m: usize,
+    ) {
+        self.update(delta, scale, Sources::InPlace, keys, queries, m);
     }
 
-    /// Adds Delta^T W_K^T to `d_queries`, reading the key rows `keys` (both d x m).
-    pub fn add_to_queries(&mut self, delta: &[f64], keys: &[f64], d_queries: &mut [f64], m: usize) {
-        add_rows(&self.queries, delta, keys, d_queries, m, &mut self.panel);
+    fn update(
+        &mut self,
+        delta: &[f64],
+        scale: f64,
+        sources: Sources,
+        keys_out: &mut [f64],
+        queries_out: &mut [f64],
+        m: usize,
+    ) {
+        assert_eq!(keys_out.len(), queries_out.len());
+        let d = keys_out.len() / m.max(1);
+        // A tile starting on a cache line is loaded without split loads, so each packed
+        // panel starts at a 64-byte boundary of the buffer.
+        let len = d * TILE;
+        self.panels.clear();
+        self.panels.resize(2 * len + 8, 0.0);
+        let start = self.panels.as_ptr().align_offset(64).min(8);
+        let (packed_keys, packed_queries) = self.panels[start..start + 2 * len].split_at_mut(len);
+        let update = &Update {
+            key_side: &self.keys,
+            query_side: &self.queries,
+            delta,
+            scale,
+            sources,
+            m,
+        };
+        dispatch!(update_kernel, update_avx2, (update: &Update, keys_out: &mut [f64], queries_out: &mut [f64], packed_keys: &mut [f64], packed_queries: &mut [f64]) -> ());
+    }
+}
+
+/// Where [`PairRows::update`] reads the rows that the increments multiply.
+#[derive(Clone, Copy)]
+enum Sources<'a> {
+    /// From the output blocks, before they change.
+    InPlace,
+    /// From separate key and query blocks.
+    Separate { keys: &'a [f64], queries: &'a [f64] },
+}
+
+/// The inputs of one [`PairRows::update`] call.
+struct Update<'a> {
+    key_side: &'a SideRows,
+    query_side: &'a SideRows,
+    delta: &'a [f64],
+    scale: f64,
+    sources: Sources<'a>,
+    m: usize,
+}
+
+/// Sweeps the column panels: packs the key and query columns of a panel, then adds each
+/// side's terms to its output rows from the packed copy of the other side.
+#[inline(always)]
+fn update_kernel(
+    update: &Update,
+    keys_out: &mut [f64],
+    queries_out: &mut [f64],
+    packed_keys: &mut [f64],
+    packed_queries: &mut [f64],
+) {
+    let &Update {
+        key_side,
+        query_side,
+        delta,
+        scale,
+        sources,
+        m,
+    } = update;
+    for column in (0..m).step_by(TILE) {
+        let width = TILE.min(m - column);
+        // The rows are m doubles apart, often a power of two, so the tiles of one panel
+        // would fall into a few cache sets and evict each other. A packed copy does not.
+        // In place, the panel's columns have not changed yet when they are packed.
+        let (keys, queries) = match sources {
+            Sources::InPlace => (&*keys_out, &*queries_out),
+            Sources::Separate { keys, queries } => (keys, queries),
+        };
+        for (packed, block) in [(&mut *packed_keys, keys), (&mut *packed_queries, queries)] {
+            for (tile, row) in packed.chunks_exact_mut(TILE).zip(block.chunks_exact(m)) {
+                tile[..width].copy_from_slice(&row[column..column + width]);
+            }
+        }
+        let panel = Panel {
+            column,
+            width,
+            m,
+            delta,
+            scale,
+        };
+        panel.add(key_side, packed_queries, keys_out);
+        panel.add(query_side, packed_keys, queries_out);
+    }
+}
+
+/// One column panel of an update.
+struct Panel<'a> {
+    column: usize,
+    width: usize,
+    m: usize,
+    delta: &'a [f64],
+    scale: f64,
+}
+
+impl Panel<'_> {
+    /// For each term (p, source) of each run of `side`: the panel's columns of row `target`
+    /// of `out` gain scale delta[p] times row `source` of the packed panel `sources`.
+    #[inline(always)]
+    fn add(&self, side: &SideRows, sources: &[f64], out: &mut [f64]) {
+        if self.width == TILE {
+            self.add_tiles::<TILE>(side, sources, out);
+        } else {
+            self.add_tiles::<0>(side, sources, out);
+        }
+    }
+
+    /// [`Panel::add`] with `WIDTH` columns known at compile time, or any width for 0.
+    #[inline(always)]
+    fn add_tiles<const WIDTH: usize>(&self, side: &SideRows, sources: &[f64], out: &mut [f64]) {
+        let width = if WIDTH == 0 { self.width } else { WIDTH };
+        for (row, range) in &side.runs {
+            let out_tile = &mut out[row * self.m + self.column..][..width];
+            let mut tile = [0.0; TILE];
+            tile[..width].copy_from_slice(out_tile);
+            for &(p, source) in &side.terms[range.clone()] {
+                let delta = self.delta[p as usize];
+                // Pairs with Delta = 0 add nothing; the pair-by-pair loop skips them too.
+                if delta == 0.0 {
+                    continue;
+                }
+                let weight = self.scale * delta;
+                let source_tile = &sources[source as usize * TILE..][..width];
+                for (acc, &x) in tile[..width].iter_mut().zip(source_tile) {
+                    *acc = weight.mul_add(x, *acc);
+                }
+            }
+            out_tile.copy_from_slice(&tile[..width]);
+        }
     }
 }
 
@@ -182,78 +324,6 @@ fn pair_dots_avx2(side: &SideRows, keys: &[f64], queries: &[f64], out: &mut [f64
     }
 }
 
-/// For each term (p, source) of each run: row `target` of `out` gains delta[p] times row
-/// `source` of `rows`. `panel` is scratch space.
-fn add_rows(
-    side: &SideRows,
-    delta: &[f64],
-    rows: &[f64],
-    out: &mut [f64],
-    m: usize,
-    panel: &mut Vec<f64>,
-) {
-    // A tile starting on a cache line is loaded without split loads, so the packed panel
-    // starts at the first 64-byte boundary of the buffer.
-    let len = rows.len() / m.max(1) * TILE;
-    panel.clear();
-    panel.resize(len + 8, 0.0);
-    let start = panel.as_ptr().align_offset(64).min(8);
-    let panel = &mut panel[start..start + len];
-    dispatch!(add_rows_kernel, add_rows_avx2, (side: &SideRows, delta: &[f64], rows: &[f64], out: &mut [f64], m: usize, panel: &mut [f64]) -> ());
-}
-
-#[inline(always)]
-fn add_rows_kernel(
-    side: &SideRows,
-    delta: &[f64],
-    rows: &[f64],
-    out: &mut [f64],
-    m: usize,
-    panel: &mut [f64],
-) {
-    let tiles = m / TILE * TILE;
-    for column in (0..tiles).step_by(TILE) {
-        // The rows are m doubles apart, often a power of two, so the tiles of one panel
-        // would fall into a few cache sets and evict each other. A packed copy does not.
-        for (packed, row) in panel.chunks_exact_mut(TILE).zip(rows.chunks_exact(m)) {
-            packed.copy_from_slice(&row[column..column + TILE]);
-        }
-        for (row, range) in &side.runs {
-            let out_tile = &mut out[row * m + column..][..TILE];
-            let mut tile = [0.0; TILE];
-            tile.copy_from_slice(out_tile);
-            for &(p, source) in &side.terms[range.clone()] {
-                let weight = delta[p as usize];
-                // Pairs with Delta = 0 add nothing; the pair-by-pair loop skips them too.
-                if weight == 0.0 {
-                    continue;
-                }
-                let source_tile = &panel[source as usize * TILE..][..TILE];
-                for (acc, &x) in tile.iter_mut().zip(source_tile) {
-                    *acc = weight.mul_add(x, *acc);
-                }
-            }
-            out_tile.copy_from_slice(&tile);
-        }
-    }
-    if tiles == m {
-        return;
-    }
-    for (row, range) in &side.runs {
-        let out_row = &mut out[row * m + tiles..(row + 1) * m];
-        for &(p, source) in &side.terms[range.clone()] {
-            let weight = delta[p as usize];
-            if weight == 0.0 {
-                continue;
-            }
-            let offset = source as usize * m;
-            for (acc, &x) in out_row.iter_mut().zip(&rows[offset + tiles..offset + m]) {
-                *acc = weight.mul_add(x, *acc);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +367,22 @@ mod tests {
         rows.accumulate(&delta, &keys, &queries, &mut d_keys, &mut d_queries, m);
         assert_eq!(d_keys, expected_keys);
         assert_eq!(d_queries, expected_queries);
+
+        // In place, every term must read the rows from before the call.
+        let eta = 0.3;
+        let scaled: Vec<f64> = delta.iter().map(|v| eta * v).collect();
+        let (mut stepped_keys, mut stepped_queries) = (keys.clone(), queries.clone());
+        rows.accumulate(
+            &scaled,
+            &keys,
+            &queries,
+            &mut stepped_keys,
+            &mut stepped_queries,
+            m,
+        );
+        let (mut in_place_keys, mut in_place_queries) = (keys.clone(), queries.clone());
+        rows.step(&delta, eta, &mut in_place_keys, &mut in_place_queries, m);
+        assert_eq!(in_place_keys, stepped_keys);
+        assert_eq!(in_place_queries, stepped_queries);
     }
 }

@@ -5,9 +5,9 @@
 //! flow and for gradient descent alike, and the engine integrates z (length m) instead of
 //! the m1 x m entries of W. W is rebuilt from W(0) and z whenever weights are read out.
 //!
-//! The flat state is `[z, W_V^T, W_K^T, W_Q^T]`, each row-major: z has length m and the
-//! other three are stored token-major as (d, m), so row k is the value, key or query vector
-//! of token k and every update below runs over contiguous rows. With
+//! The flat state is `[z, W_V^T, W_K^T, W_Q^T]`, each row-major. z has length m, and the
+//! other three are stored token-major as (d, m). So row k is the value, key or query vector
+//! of token k, and every update below runs over contiguous rows. With
 //! `u = W(0)^T a + (a . a) z`, `rho = -dL/dgamma` and `Delta = -dL/dS`:
 //!
 //! ```text
@@ -40,10 +40,6 @@ pub struct ParameterEngine {
     u: Vec<f64>,
     /// W_V rho, scratch.
     value_direction: Vec<f64>,
-    /// eta Delta of a gradient-descent step, kept so that steps do not allocate.
-    scaled_delta: Vec<f64>,
-    /// Keys before a gradient-descent step, kept so that steps do not allocate.
-    old_keys: Vec<f64>,
     /// Pairs grouped by key and by query row, for the last two pair lists seen (the
     /// training and the test set), most recent first.
     pair_rows: Vec<PairRows>,
@@ -77,8 +73,6 @@ impl ParameterEngine {
             d: params.vocab_size(),
             u: vec![0.0; m],
             value_direction: vec![0.0; m],
-            scaled_delta: Vec::new(),
-            old_keys: Vec::new(),
             pair_rows: Vec::new(),
         };
         let mut y = Vec::with_capacity(engine.state_len());
@@ -127,7 +121,8 @@ impl ParameterEngine {
         &block[k * self.m..(k + 1) * self.m]
     }
 
-    /// The pair orders for `pairs`, built on first use and kept for the last two lists.
+    /// Returns the pair orders for `pairs`, built on first use and kept for the last two
+    /// lists.
     fn pair_rows(&mut self, pairs: &[(usize, usize)]) -> &mut PairRows {
         match self.pair_rows.iter().position(|rows| rows.matches(pairs)) {
             Some(0) => {}
@@ -218,8 +213,8 @@ impl Engine for ParameterEngine {
 
     fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
         // The step adds eta times each flow term to the state, and every term reads the
-        // weights before the step. So z is updated before W_V, the keys are updated before
-        // W_Q, and the query update reads a copy of the old keys.
+        // weights before the step. So z is updated after W_V rho is complete, and the key
+        // and query rows are updated together from copies of their old values.
         let layout = self.layout();
         let m = self.m;
         // Each value row adds to W_V rho before it moves, while it is in the L1 cache.
@@ -232,18 +227,9 @@ impl Engine for ParameterEngine {
         }
         axpy(eta, &self.value_direction, &mut y[layout.z]);
 
-        let mut scaled_delta = std::mem::take(&mut self.scaled_delta);
-        scaled_delta.clear();
-        scaled_delta.extend(sens.delta.iter().map(|&delta| eta * delta));
-        let mut old_keys = std::mem::take(&mut self.old_keys);
-        old_keys.clear();
-        old_keys.extend_from_slice(&y[layout.k.clone()]);
         let (keys, queries) = y[layout.k.start..layout.q.end].split_at_mut(self.d * m);
-        let pair_rows = self.pair_rows(sens.pairs);
-        pair_rows.add_to_keys(&scaled_delta, queries, keys, m);
-        pair_rows.add_to_queries(&scaled_delta, &old_keys, queries, m);
-        self.scaled_delta = scaled_delta;
-        self.old_keys = old_keys;
+        self.pair_rows(sens.pairs)
+            .step(sens.delta, eta, keys, queries, m);
     }
 
     fn summary(&self, y: &[f64]) -> GramSummary {
@@ -343,8 +329,8 @@ mod tests {
         assert_close(&y, &expected);
     }
 
-    /// The step multiplies eta into the terms before summing them, so it matches the Euler
-    /// step to rounding, not bit for bit.
+    /// Asserts entrywise agreement to rounding. The step multiplies eta into the terms
+    /// before summing them, so it matches the Euler step to rounding, not bit for bit.
     fn assert_close(actual: &[f64], expected: &[f64]) {
         assert_eq!(actual.len(), expected.len());
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
