@@ -229,21 +229,22 @@ fn run_command(args: RunArgs) -> Result<i32> {
     let t1 = summary
         .t1
         .map_or_else(|| "not reached".to_string(), |t| format!("{t:.6e}"));
-    println!(
+    crate::outln!(
         "stopped: {} at t = {:.6e} after {} steps in {:.2} s",
         stop_text(summary.stop_reason),
         summary.final_t,
         summary.steps,
         summary.wall_seconds
-    );
-    println!("T1 (all training samples correct): {t1}");
-    println!(
+    )?;
+    crate::outln!("T1 (all training samples correct): {t1}")?;
+    crate::outln!(
         "final loss {:.6e}, test loss {:.6e}",
-        summary.final_loss, summary.final_test_loss
-    );
-    println!("outputs in {}", args.out.display());
+        summary.final_loss,
+        summary.final_test_loss
+    )?;
+    crate::outln!("outputs in {}", args.out.display())?;
     if args.check && summary.stop_reason != StopReason::Interrupted {
-        println!();
+        crate::outln!()?;
         check_command(&args.out)?;
     }
     Ok(if summary.stop_reason == StopReason::Interrupted {
@@ -265,12 +266,12 @@ fn stop_text(reason: StopReason) -> &'static str {
 fn check_command(run_dir: &std::path::Path) -> Result<i32> {
     let report = crate::theory::check_run(run_dir)
         .with_context(|| format!("failed to check the run in {}", run_dir.display()))?;
-    println!("{}", crate::theory::format_table(&report));
-    println!(
+    crate::outln!("{}", crate::theory::format_table(&report))?;
+    crate::outln!(
         "wrote {} and {}",
         run_dir.join(crate::theory::CHECK).display(),
         run_dir.join(crate::theory::PREDICTIONS).display()
-    );
+    )?;
     Ok(0)
 }
 
@@ -289,11 +290,11 @@ fn init_command(args: InitArgs) -> Result<i32> {
     };
     npz::write_dataset(&args.out.join(output::DATASET), &prepared.dynamics.data)?;
     npz::write_weights(&args.out.join(output::INIT_WEIGHTS), params)?;
-    println!(
+    crate::outln!(
         "wrote {} and {}",
         args.out.join(output::DATASET).display(),
         args.out.join(output::INIT_WEIGHTS).display()
-    );
+    )?;
     Ok(0)
 }
 
@@ -301,20 +302,20 @@ fn plot_command(args: PlotArgs) -> Result<i32> {
     let out = args.out.unwrap_or_else(|| args.run_dir.join("figures"));
     let plots = plots::plot_run(&args.run_dir, &out)?;
     if !plots.predictions_found {
-        println!(
+        crate::outln!(
             "note: no {} in {}, so R*, the loss-law fit and the baseline are not drawn; \
              run `attnflow check {}` first to add them",
             plots::PREDICTIONS,
             args.run_dir.display(),
             args.run_dir.display()
-        );
+        )?;
     }
-    println!("wrote {} files to {}", plots.files.len(), out.display());
+    crate::outln!("wrote {} files to {}", plots.files.len(), out.display())?;
     Ok(0)
 }
 
 fn plot_sweep_command(args: PlotSweepArgs) -> Result<i32> {
     let files = plots::plot_sweep(&args.runs_csv, &args.out)?;
-    println!("wrote {} files to {}", files.len(), args.out.display());
+    crate::outln!("wrote {} files to {}", files.len(), args.out.display())?;
     Ok(0)
 }

@@ -373,3 +373,35 @@ fn flow_steps_never_exceed_limit() {
         }
     }
 }
+
+/// `attnflow run ... | head -1` closes stdout before the report is printed. The run and the
+/// check that `--check` adds must still write all their files, and the command must end
+/// with its usual status instead of a panic.
+#[test]
+fn closed_stdout_keeps_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = run_command(dir.path(), DESCENT)
+        .arg("--check")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closing the only read end before the run ends makes every write to stdout fail with
+    // a broken pipe.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for file in [
+        "config.toml",
+        "trajectory.csv",
+        "summary.json",
+        "checkpoint.json",
+        "check.json",
+        "predictions.csv",
+    ] {
+        assert!(dir.path().join("run").join(file).exists(), "missing {file}");
+    }
+}
