@@ -17,6 +17,7 @@ use crate::run::Schedule;
 use crate::task::{FillerMode, TaskSpec};
 
 mod keys;
+mod write;
 
 /// Largest number of f64 entries in one copy of the engine state or of the pair index
 /// (2^30, 8 GiB as f64). Larger runs would fail on allocation, or abort, long after
@@ -225,8 +226,9 @@ impl Config {
         Ok(config)
     }
 
+    /// Writes the config as TOML that reads back to an equal config, with short floats.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a config always serializes")
+        write::config_to_toml(self)
     }
 
     pub fn task_spec(&self) -> TaskSpec {
@@ -640,6 +642,25 @@ mod tests {
         let mut known = keys::all_keys();
         known.sort();
         assert_eq!(serialized, known);
+    }
+
+    #[test]
+    fn written_config_reads_back_exactly() {
+        for value in [1e-300, 1e300, 0.1, 1e-8, 123456.789] {
+            let mut config = Config::from_toml(MINIMAL).unwrap();
+            config.train.t_end = Some(value);
+            config.train.target_loss = Some(value);
+            config.train.checkpoint_seconds = value;
+            config.record.t_first = Some(value);
+            let text = config.to_toml();
+
+            let read: Config = toml::from_str(&text).unwrap();
+            assert_eq!(read, config, "{text}");
+            assert!(text.contains("rtol = 1e-8\n"), "{text}");
+            for line in text.lines() {
+                assert!(line.len() <= 40, "long line {line:?} in\n{text}");
+            }
+        }
     }
 
     #[test]
