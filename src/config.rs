@@ -199,11 +199,19 @@ impl Config {
     /// Reads and validates a TOML config; relative input paths are taken relative to the
     /// config file's folder and made absolute.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
+        let config = Config::read_file(path)?;
+        config
+            .validate()
+            .map_err(|e| prefix_config_error(e, path))?;
+        Ok(config)
+    }
+
+    /// Reads a TOML config as [`Config::from_file`] does, but checks only its keys and
+    /// types, so that command-line overrides can replace invalid values before
+    /// [`Config::validate`] runs.
+    pub fn read_file(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config = Config::from_toml(&text).map_err(|e| match e {
-            Error::Config(message) => Error::config(format!("{}: {message}", path.display())),
-            other => other,
-        })?;
+        let mut config = Config::parse_toml(&text).map_err(|e| prefix_config_error(e, path))?;
         // Input paths are made absolute, so that the config saved in a run folder still
         // finds them when `--resume` loads it from there.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -219,11 +227,16 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, Error> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
-        keys::check_keys(&table)?;
-        let config: Config = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        let config = Config::parse_toml(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Parses TOML text, checking its keys and types but not its values.
+    fn parse_toml(text: &str) -> Result<Config, Error> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        keys::check_keys(&table)?;
+        toml::from_str(text).map_err(|e| Error::config(e.to_string()))
     }
 
     /// Writes the config as TOML that reads back to an equal config, with short floats.
@@ -471,6 +484,14 @@ impl Config {
             target_loss: train.target_loss,
             record_times: self.record.times(t_end)?,
         })
+    }
+}
+
+/// Puts the config file's path in front of the message of a configuration error.
+pub fn prefix_config_error(error: Error, path: &Path) -> Error {
+    match error {
+        Error::Config(message) => Error::config(format!("{}: {message}", path.display())),
+        other => other,
     }
 }
 
