@@ -1,15 +1,16 @@
 //! The `attnflow` command line.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, prefix_config_error};
 use crate::engine::EngineKind;
+use crate::error::Error;
 use crate::experiment::{self, RunOptions};
 use crate::integrator::IntegratorKind;
 use crate::npz;
@@ -152,29 +153,79 @@ pub fn main() -> Result<i32> {
     }
 }
 
-/// Applies the command-line overrides to a config and validates the result.
-fn apply_overrides(mut config: Config, args: &RunArgs) -> Result<Config> {
+/// Reads the config file, applies the command-line overrides and validates the result.
+///
+/// The overrides go in before validation, so a flag can replace an invalid value of the
+/// file. A validation error names the flag for each overridden key that its message
+/// mentions, and the file for the other values.
+fn read_with_overrides(path: &Path, args: &RunArgs) -> Result<Config> {
+    let mut config = Config::read_file(path)?;
+    // (config key, flag) of each override given.
+    let mut overridden: Vec<(&str, &str)> = Vec::new();
     // Absolute paths keep working when `--resume` reads the config saved in the run folder.
-    if let Some(path) = &args.dataset {
-        config.task.dataset = Some(std::path::absolute(path)?);
+    if let Some(dataset) = &args.dataset {
+        config.task.dataset = Some(std::path::absolute(dataset)?);
+        overridden.push(("task.dataset", "--dataset"));
     }
-    if let Some(path) = &args.init_weights {
-        config.init.weights = Some(std::path::absolute(path)?);
+    if let Some(weights) = &args.init_weights {
+        config.init.weights = Some(std::path::absolute(weights)?);
+        overridden.push(("init.weights", "--init-weights"));
     }
     if let Some(engine) = args.engine {
         config.train.engine = engine;
+        overridden.push(("train.engine", "--engine"));
     }
     if let Some(integrator) = args.integrator {
         config.train.integrator = integrator;
+        overridden.push(("train.integrator", "--integrator"));
     }
     if let Some(seed) = args.seed {
         config.seed = seed;
+        overridden.push(("seed", "--seed"));
     }
     if let Some(t_end) = args.t_end {
         config.train.t_end = Some(t_end);
+        overridden.push(("train.t_end", "--t-end"));
     }
-    config.validate()?;
-    Ok(config)
+
+    let Err(error) = config.validate() else {
+        return Ok(config);
+    };
+    let Error::Config(message) = &error else {
+        return Err(error.into());
+    };
+    // NOTE: a key counts as mentioned when its name appears in the message as a whole
+    // word, so a message about a file value that also names an overridden key in passing
+    // is credited to the flag as well.
+    let sources: Vec<String> = overridden
+        .iter()
+        .filter(|(key, _)| mentions_key(message, key))
+        .map(|(key, flag)| format!("{key} is set by {flag}"))
+        .collect();
+    if sources.is_empty() {
+        return Err(prefix_config_error(error, path).into());
+    }
+    Err(Error::config(format!(
+        "{message} ({}; the other values come from {})",
+        sources.join(", "),
+        path.display()
+    ))
+    .into())
+}
+
+/// Returns whether `message` contains `key` as a whole word: not as part of a longer key
+/// or name.
+fn mentions_key(message: &str, key: &str) -> bool {
+    let is_word_char = |c: char| c.is_alphanumeric() || c == '_';
+    message.match_indices(key).any(|(start, _)| {
+        // A dot before the match makes it the tail of a longer key, as in `x.seed`, but a
+        // dot after it can end a sentence.
+        let before = message[..start].chars().next_back();
+        let after = message[start + key.len()..].chars().next();
+        let starts_word = !before.is_some_and(|c| is_word_char(c) || c == '.');
+        let ends_word = !after.is_some_and(is_word_char);
+        starts_word && ends_word
+    })
 }
 
 fn run_command(args: RunArgs) -> Result<i32> {
@@ -206,7 +257,7 @@ fn run_command(args: RunArgs) -> Result<i32> {
             .config
             .as_ref()
             .context("missing CONFIG; pass a config file, e.g. experiments/paper-figure1.toml")?;
-        apply_overrides(Config::from_file(path)?, &args)?
+        read_with_overrides(path, &args)?
     };
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -229,21 +280,22 @@ fn run_command(args: RunArgs) -> Result<i32> {
     let t1 = summary
         .t1
         .map_or_else(|| "not reached".to_string(), |t| format!("{t:.6e}"));
-    println!(
+    crate::outln!(
         "stopped: {} at t = {:.6e} after {} steps in {:.2} s",
         stop_text(summary.stop_reason),
         summary.final_t,
         summary.steps,
         summary.wall_seconds
-    );
-    println!("T1 (all training samples correct): {t1}");
-    println!(
+    )?;
+    crate::outln!("T1 (all training samples correct): {t1}")?;
+    crate::outln!(
         "final loss {:.6e}, test loss {:.6e}",
-        summary.final_loss, summary.final_test_loss
-    );
-    println!("outputs in {}", args.out.display());
+        summary.final_loss,
+        summary.final_test_loss
+    )?;
+    crate::outln!("outputs in {}", args.out.display())?;
     if args.check && summary.stop_reason != StopReason::Interrupted {
-        println!();
+        crate::outln!()?;
         check_command(&args.out)?;
     }
     Ok(if summary.stop_reason == StopReason::Interrupted {
@@ -265,12 +317,12 @@ fn stop_text(reason: StopReason) -> &'static str {
 fn check_command(run_dir: &std::path::Path) -> Result<i32> {
     let report = crate::theory::check_run(run_dir)
         .with_context(|| format!("failed to check the run in {}", run_dir.display()))?;
-    println!("{}", crate::theory::format_table(&report));
-    println!(
+    crate::outln!("{}", crate::theory::format_table(&report))?;
+    crate::outln!(
         "wrote {} and {}",
         run_dir.join(crate::theory::CHECK).display(),
         run_dir.join(crate::theory::PREDICTIONS).display()
-    );
+    )?;
     Ok(0)
 }
 
@@ -289,11 +341,11 @@ fn init_command(args: InitArgs) -> Result<i32> {
     };
     npz::write_dataset(&args.out.join(output::DATASET), &prepared.dynamics.data)?;
     npz::write_weights(&args.out.join(output::INIT_WEIGHTS), params)?;
-    println!(
+    crate::outln!(
         "wrote {} and {}",
         args.out.join(output::DATASET).display(),
         args.out.join(output::INIT_WEIGHTS).display()
-    );
+    )?;
     Ok(0)
 }
 
@@ -301,20 +353,20 @@ fn plot_command(args: PlotArgs) -> Result<i32> {
     let out = args.out.unwrap_or_else(|| args.run_dir.join("figures"));
     let plots = plots::plot_run(&args.run_dir, &out)?;
     if !plots.predictions_found {
-        println!(
+        crate::outln!(
             "note: no {} in {}, so R*, the loss-law fit and the baseline are not drawn; \
              run `attnflow check {}` first to add them",
             plots::PREDICTIONS,
             args.run_dir.display(),
             args.run_dir.display()
-        );
+        )?;
     }
-    println!("wrote {} files to {}", plots.files.len(), out.display());
+    crate::outln!("wrote {} files to {}", plots.files.len(), out.display())?;
     Ok(0)
 }
 
 fn plot_sweep_command(args: PlotSweepArgs) -> Result<i32> {
     let files = plots::plot_sweep(&args.runs_csv, &args.out)?;
-    println!("wrote {} files to {}", files.len(), args.out.display());
+    crate::outln!("wrote {} files to {}", files.len(), args.out.display())?;
     Ok(0)
 }

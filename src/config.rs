@@ -17,6 +17,7 @@ use crate::run::Schedule;
 use crate::task::{FillerMode, TaskSpec};
 
 mod keys;
+mod write;
 
 /// Largest number of f64 entries in one copy of the engine state or of the pair index
 /// (2^30, 8 GiB as f64). Larger runs would fail on allocation, or abort, long after
@@ -198,11 +199,19 @@ impl Config {
     /// Reads and validates a TOML config; relative input paths are taken relative to the
     /// config file's folder and made absolute.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
+        let config = Config::read_file(path)?;
+        config
+            .validate()
+            .map_err(|e| prefix_config_error(e, path))?;
+        Ok(config)
+    }
+
+    /// Reads a TOML config as [`Config::from_file`] does, but checks only its keys and
+    /// types, so that command-line overrides can replace invalid values before
+    /// [`Config::validate`] runs.
+    pub fn read_file(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config = Config::from_toml(&text).map_err(|e| match e {
-            Error::Config(message) => Error::config(format!("{}: {message}", path.display())),
-            other => other,
-        })?;
+        let mut config = Config::parse_toml(&text).map_err(|e| prefix_config_error(e, path))?;
         // Input paths are made absolute, so that the config saved in a run folder still
         // finds them when `--resume` loads it from there.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -218,15 +227,21 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, Error> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
-        keys::check_keys(&table)?;
-        let config: Config = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        let config = Config::parse_toml(text)?;
         config.validate()?;
         Ok(config)
     }
 
+    /// Parses TOML text, checking its keys and types but not its values.
+    fn parse_toml(text: &str) -> Result<Config, Error> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        keys::check_keys(&table)?;
+        toml::from_str(text).map_err(|e| Error::config(e.to_string()))
+    }
+
+    /// Writes the config as TOML that reads back to an equal config, with short floats.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a config always serializes")
+        write::config_to_toml(self)
     }
 
     pub fn task_spec(&self) -> TaskSpec {
@@ -472,6 +487,14 @@ impl Config {
     }
 }
 
+/// Puts the config file's path in front of the message of a configuration error.
+pub fn prefix_config_error(error: Error, path: &Path) -> Error {
+    match error {
+        Error::Config(message) => Error::config(format!("{}: {message}", path.display())),
+        other => other,
+    }
+}
+
 /// Checks that one copy of the state of `engine` fits in [`MAX_STATE_ENTRIES`] entries:
 /// m1 m + 3 m d weights for the parameter engine, 4 d^2 Gram entries for the reduced one.
 /// The reduced engine also stores the weights while it starts from a parameter draw
@@ -640,6 +663,25 @@ mod tests {
         let mut known = keys::all_keys();
         known.sort();
         assert_eq!(serialized, known);
+    }
+
+    #[test]
+    fn written_config_reads_back_exactly() {
+        for value in [1e-300, 1e300, 0.1, 1e-8, 123456.789] {
+            let mut config = Config::from_toml(MINIMAL).unwrap();
+            config.train.t_end = Some(value);
+            config.train.target_loss = Some(value);
+            config.train.checkpoint_seconds = value;
+            config.record.t_first = Some(value);
+            let text = config.to_toml();
+
+            let read: Config = toml::from_str(&text).unwrap();
+            assert_eq!(read, config, "{text}");
+            assert!(text.contains("rtol = 1e-8\n"), "{text}");
+            for line in text.lines() {
+                assert!(line.len() <= 40, "long line {line:?} in\n{text}");
+            }
+        }
     }
 
     #[test]

@@ -253,9 +253,14 @@ fn std_of(matrices: &[&ndarray::Array2<f64>]) -> f64 {
     (sum / count.max(1) as f64).sqrt()
 }
 
-/// SHA-256 of the resolved config text, in hex.
+/// SHA-256 of the resolved config, in hex.
+///
+/// The hash covers toml's own serialization, not the text of config.toml, so a change in
+/// how config.toml is laid out does not make checkpoints and sweep results of earlier
+/// versions look like those of another config.
 pub fn config_hash(config: &Config) -> String {
-    let digest = Sha256::digest(config.to_toml().as_bytes());
+    let text = toml::to_string_pretty(config).expect("a config always serializes");
+    let digest = Sha256::digest(text.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -23,6 +23,7 @@ pub mod observables;
 pub mod output;
 pub mod plots;
 pub mod run;
+pub mod stdout;
 pub mod sweep;
 pub mod task;
 pub mod theory;

@@ -373,3 +373,79 @@ fn flow_steps_never_exceed_limit() {
         }
     }
 }
+
+/// `attnflow run ... | head -1` closes stdout before the report is printed. The run and the
+/// check that `--check` adds must still write all their files, and the command must end
+/// with its usual status instead of a panic.
+#[test]
+fn closed_stdout_keeps_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = run_command(dir.path(), DESCENT)
+        .arg("--check")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closing the only read end before the run ends makes every write to stdout fail with
+    // a broken pipe.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for file in [
+        "config.toml",
+        "trajectory.csv",
+        "summary.json",
+        "checkpoint.json",
+        "check.json",
+        "predictions.csv",
+    ] {
+        assert!(dir.path().join("run").join(file).exists(), "missing {file}");
+    }
+}
+
+#[test]
+fn flag_fixes_invalid_file_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = flow_config().replace("t_end = 200.0", "t_end = -1.0");
+
+    run(dir.path(), &config, &["--t-end", "5"]);
+
+    let saved = attnflow::config::Config::from_file(&dir.path().join("run/config.toml")).unwrap();
+    assert_eq!(saved.train.t_end, Some(5.0));
+    assert!(summary(dir.path()).final_t <= 5.0);
+}
+
+#[test]
+fn invalid_values_name_their_source() {
+    // A value that no flag overrides is reported with the config file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = flow_config()
+        .replace("t_end = 200.0", "t_end = -1.0")
+        .replace("[record]", "rtol = 2.0\n[record]");
+    let output = run_command(dir.path(), &config)
+        .args(["--t-end", "5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("config-in.toml: train.rtol = 2 "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--t-end"), "{stderr}");
+
+    // A value set by a flag is reported with that flag, not with the file.
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_command(dir.path(), &flow_config())
+        .arg("--t-end=-1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("train.t_end = -1 is invalid"), "{stderr}");
+    assert!(stderr.contains("train.t_end is set by --t-end"), "{stderr}");
+    assert!(!stderr.contains("config-in.toml: train.t_end"), "{stderr}");
+}

@@ -70,7 +70,7 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
     let shard = args.shard.unwrap_or(Shard::ALL);
     if args.list {
         for run in runs.iter().filter(|run| shard.contains(run.index)) {
-            println!("{}\t{}", run.index, run.name);
+            crate::outln!("{}\t{}", run.index, run.name)?;
         }
         return Ok(0);
     }
@@ -99,7 +99,7 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
     };
     let report = run_sweep(&runs, &args.out, &options, &cancel)?;
 
-    println!(
+    crate::outln!(
         "{} runs in the sweep, {} in shard {}: {} finished now ({} resumed), {} finished \
          before, {} failed, {} interrupted, {} not started",
         report.planned,
@@ -111,18 +111,18 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
         report.failed.len(),
         report.interrupted,
         report.not_started
-    );
+    )?;
     for (name, message) in &report.failed {
-        println!("failed: {name}: {message}");
+        crate::outln!("failed: {name}: {message}")?;
     }
-    println!(
+    crate::outln!(
         "wrote {} ({} rows)",
         args.out.join(crate::sweep::table::RUNS_TABLE).display(),
         report.rows
-    );
+    )?;
 
     if report.interrupted + report.not_started > 0 {
-        println!("rerun the same command to finish the remaining runs");
+        crate::outln!("rerun the same command to finish the remaining runs")?;
         return Ok(130);
     }
     Ok(if report.failed.is_empty() { 0 } else { 1 })
@@ -131,18 +131,18 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
 /// Runs `attnflow merge`; returns 1 when some runs of the sweep are missing.
 pub fn merge_command(args: MergeArgs) -> Result<i32> {
     let report = merge(&args.dirs, &args.out)?;
-    println!(
+    crate::outln!(
         "wrote {} ({} rows)",
         args.out.join(crate::sweep::table::RUNS_TABLE).display(),
         report.rows.len()
-    );
+    )?;
     if report.missing.is_empty() {
         return Ok(0);
     }
-    println!(
+    crate::outln!(
         "{} runs of the sweep have no finished result in these folders: {}",
         report.missing.len(),
         report.missing.join(", ")
-    );
+    )?;
     Ok(1)
 }
