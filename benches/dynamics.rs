@@ -172,7 +172,6 @@ struct Sizes {
     seq_len: f64,
     d: f64,
     m: f64,
-    m1: f64,
     /// Distinct (key, query) token pairs of the training set.
     pairs: f64,
     /// Distinct tokens of the training set (entries of rho that can be non-zero).
@@ -190,7 +189,6 @@ impl Sizes {
             seq_len: train.seq_len as f64,
             d: train.vocab_size as f64,
             m: config.model.m as f64,
-            m1: config.model.m1 as f64,
             pairs: pairs as f64,
             tokens: seen.iter().filter(|&&s| s).count() as f64,
         }
@@ -209,15 +207,17 @@ impl Sizes {
         let Sizes {
             d,
             m,
-            m1,
             pairs: p,
             tokens: t,
             ..
         } = *self;
         match engine {
+            // u (m), the readouts gamma (d m), W_V rho (D m), dW_V (d m), the scores (P m)
+            // and the key and query updates (2 P m). The bytes also count packing both
+            // blocks, the target rows' loads and stores, and zeroing the increments.
             EngineKind::Parameter => (
-                4.0 * m1 * m + 2.0 * d * m + 4.0 * t * m + 6.0 * p * m + self.forward_flops(),
-                56.0 * m1 * m + 40.0 * d * m + 48.0 * t * m + 64.0 * p * m,
+                2.0 * m + 3.0 * d * m + 2.0 * t * m + 6.0 * p * m + self.forward_flops(),
+                24.0 * m + 112.0 * d * m + 24.0 * t * m + 32.0 * p * m,
             ),
             EngineKind::Reduced => (
                 8.0 * p * d + 11.0 * d * d + 5.0 * d + self.forward_flops(),
