@@ -19,9 +19,13 @@ pub const LARGE_BLOCK: usize = 4096;
 /// Returns the layout that [`CacheLineAligned`] passes to the system allocator for
 /// `layout`. It depends only on `layout`, so `dealloc` recomputes the layout that `alloc`
 /// used.
+///
+/// A size within 63 bytes of `isize::MAX` has no valid 64-byte-aligned layout, and a global
+/// allocator must not panic, so such a request keeps its own layout (and then fails in the
+/// system allocator as too large).
 fn aligned(layout: Layout) -> Layout {
     if layout.size() >= LARGE_BLOCK && layout.align() < 64 {
-        Layout::from_size_align(layout.size(), 64).expect("64 is a power of two")
+        Layout::from_size_align(layout.size(), 64).unwrap_or(layout)
     } else {
         layout
     }
@@ -76,5 +80,12 @@ mod tests {
         assert_eq!(aligned(layout), layout);
         let wide = Layout::from_size_align(LARGE_BLOCK, 128).unwrap();
         assert_eq!(aligned(wide), wide);
+    }
+
+    #[test]
+    fn near_max_size_keeps_layout() {
+        // Rounding this size up to 64 bytes passes isize::MAX, where Layout rejects it.
+        let huge = Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap();
+        assert_eq!(aligned(huge), huge);
     }
 }

@@ -325,7 +325,7 @@ pub fn execute(
     let mut prepared = prepare(config)?;
 
     let (mut state, earlier_seconds) = if options.resume {
-        let loaded = load_checkpoint(out, &hash, prepared.y0.len())?;
+        let loaded = load_checkpoint(out, &hash, config.train.engine, prepared.y0.len())?;
         if loaded.0.next_record > schedule.record_times.len() {
             return Err(Error::invalid_data(format!(
                 "{} points past the last of the {} output times; the checkpoint is damaged, \
@@ -471,7 +471,12 @@ fn drift(rows: &[Observation], value: impl Fn(&Observation) -> f64, scale: f64) 
         .fold(0.0, f64::max)
 }
 
-fn load_checkpoint(out: &Path, hash: &str, state_len: usize) -> Result<(RunState, f64), Error> {
+fn load_checkpoint(
+    out: &Path,
+    hash: &str,
+    engine: EngineKind,
+    state_len: usize,
+) -> Result<(RunState, f64), Error> {
     let path: PathBuf = out.join(output::CHECKPOINT);
     if !path.exists() {
         return Err(Error::config(format!(
@@ -488,6 +493,7 @@ fn load_checkpoint(out: &Path, hash: &str, state_len: usize) -> Result<(RunState
             out.display()
         )));
     }
+    checkpoint.check_layout(engine, &path)?;
     if checkpoint.state.y.len() != state_len {
         return Err(Error::invalid_data(format!(
             "{} contains a state of length {} but this config needs {state_len}",

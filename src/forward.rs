@@ -116,23 +116,50 @@ fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Ev
         *shift = shift.max(score * scale);
     }
     let shifts = &out.query_shift;
-    let shifted = |p: usize| scores[p] * scale - shifts[index.pairs[p].1];
+    let shifted = |p: usize| shifted_score(scores[p] * scale, shifts[index.pairs[p].1]);
     let done = out.pair_exp.len() / 4 * 4;
     let mut blocks = out.pair_exp.chunks_exact_mut(4);
     for (block_index, block) in (&mut blocks).enumerate() {
         let start = 4 * block_index;
-        let arguments: [f64; 4] = std::array::from_fn(|j| shifted(start + j));
+        let terms: [(f64, f64); 4] = std::array::from_fn(|j| shifted(start + j));
+        let arguments = terms.map(|(argument, _)| argument);
         block.copy_from_slice(&f64x4::from(arguments).exp().to_array());
-        // wide's exp returns 0 for non-finite arguments, where NaN must stay NaN.
-        for (value, argument) in block.iter_mut().zip(arguments) {
-            if !argument.is_finite() {
+        for (value, (argument, error)) in block.iter_mut().zip(terms) {
+            if argument.is_finite() {
+                *value += *value * error;
+            } else {
+                // wide's exp returns 0 for non-finite arguments, where NaN must stay NaN.
                 *value = argument.exp();
             }
         }
     }
     for (offset, value) in blocks.into_remainder().iter_mut().enumerate() {
-        *value = shifted(done + offset).exp();
+        let (argument, error) = shifted(done + offset);
+        let exp = argument.exp();
+        *value = if argument.is_finite() {
+            exp + exp * error
+        } else {
+            exp
+        };
     }
+}
+
+/// Returns `scaled - shift` rounded and its exact rounding error (TwoSum), or an error of 0
+/// when the difference is not finite.
+///
+/// The difference can be several hundred, and its rounding error (up to about 3e-14) would
+/// pass unchanged into the relative error of its exponential. The callers multiply the
+/// exponential by 1 + error, so a row far below its query's shift is as accurate as a row
+/// shifted by its own maximum.
+fn shifted_score(scaled: f64, shift: f64) -> (f64, f64) {
+    let difference = scaled - shift;
+    if !difference.is_finite() {
+        return (difference, 0.0);
+    }
+    let shift_part = difference - scaled;
+    let scaled_part = difference - shift_part;
+    let error = (scaled - scaled_part) + (-shift - shift_part);
+    (difference, error)
 }
 
 /// Fills `row` with exp(s_h - max_h s_h) from the scores of the row's pairs and returns its
@@ -371,6 +398,41 @@ mod tests {
                 (output - expected).abs() <= 1e-14 * expected.abs().max(1.0),
                 "sample {i}: output {output}, direct softmax gives {expected}"
             );
+        }
+    }
+
+    #[test]
+    fn rows_far_below_shift_stay_accurate() {
+        // Key token 0 gives scaled scores of `gap` at query tokens 1 and 2 in sample 0.
+        // Sample 1 has no token 0, so its row of query 2 lies about `gap` below that query's
+        // shift. Its attention must still match a softmax shifted by the row's own maximum.
+        let data = Dataset::new(vec![0, 1, 2, 3, 4, 2], vec![1.0, -1.0], 3, 5).unwrap();
+        let index = PairIndex::new(&data);
+        let gamma = [0.3, -0.7, 1.1, 0.2, -0.4];
+        for gap in [1.0, 10.0, 100.0, 300.0, 460.0] {
+            let scaled = |key: usize, query: usize| {
+                if key == 0 {
+                    gap
+                } else {
+                    0.1 * key as f64 + 0.01 * query as f64 + 0.123456789
+                }
+            };
+            let scores: Vec<f64> = index.pairs.iter().map(|&(k, q)| scaled(k, q)).collect();
+            let mut eval = Evaluation::new(&data, &index);
+            evaluate(&data, &index, &gamma, &scores, 1.0, true, &mut eval);
+
+            // `attention` contains the rows of the last sample.
+            let x = data.sample(1);
+            for l in 0..3 {
+                let row: Vec<f64> = x.iter().map(|&h| scaled(h, x[l])).collect();
+                for (h, direct) in softmax(&row).into_iter().enumerate() {
+                    let value = eval.attention[l * 3 + h];
+                    assert!(
+                        (value - direct).abs() <= 4.0 * f64::EPSILON * direct,
+                        "gap {gap}, row {l}, position {h}: {value}, direct softmax {direct}"
+                    );
+                }
+            }
         }
     }
 

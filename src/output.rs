@@ -18,6 +18,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::EngineKind;
 use crate::error::Error;
 use crate::observables::Observation;
 use crate::run::{RunState, Sink};
@@ -101,12 +102,53 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Error> 
         .map_err(|e| Error::invalid_data(format!("{} is not valid: {e}", path.display())))
 }
 
+/// Version of the parameter engine's state layout that checkpoints of this build store:
+/// `[z, W_V^T, W_K^T, W_Q^T]`, with the head rebuilt as W = W(0) + a z^T. Layout 1 stored
+/// the head W itself in place of z.
+pub const PARAMETER_STATE_LAYOUT: u32 = 2;
+
 /// A checkpoint: the loop state plus the hash of the config it belongs to.
 #[derive(Serialize, Deserialize)]
 pub struct Checkpoint {
     pub config_hash: String,
+    /// [`PARAMETER_STATE_LAYOUT`] of the build that wrote the checkpoint. Checkpoints
+    /// written before the field existed read as layout 1.
+    #[serde(default = "first_state_layout")]
+    pub state_layout: u32,
     pub wall_seconds: f64,
     pub state: RunState,
+}
+
+fn first_state_layout() -> u32 {
+    1
+}
+
+impl Checkpoint {
+    /// Checks that the state was stored in the layout that `engine` reads now.
+    ///
+    /// The reduced engine's layout has not changed, so it reads every layout. A
+    /// parameter-engine state of layout 1 has the same length as layout 2 when m1 = 1, so
+    /// the length check alone would not catch it.
+    pub fn check_layout(&self, engine: EngineKind, path: &Path) -> Result<(), Error> {
+        if self.state_layout > PARAMETER_STATE_LAYOUT {
+            return Err(Error::invalid_data(format!(
+                "{} has state layout {}, newer than the layout {PARAMETER_STATE_LAYOUT} this \
+                 attnflow reads; use the attnflow that wrote it",
+                path.display(),
+                self.state_layout
+            )));
+        }
+        if engine == EngineKind::Parameter && self.state_layout != PARAMETER_STATE_LAYOUT {
+            return Err(Error::invalid_data(format!(
+                "{} was written by an older attnflow that stored the parameter engine's head \
+                 W in the state (layout {}); this attnflow reads layout \
+                 {PARAMETER_STATE_LAYOUT}, so start the run again without --resume",
+                path.display(),
+                self.state_layout
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The [`Sink`] that writes a run folder and shows progress on a terminal.
@@ -204,6 +246,7 @@ impl Sink for RunFolder {
         }
         let checkpoint = Checkpoint {
             config_hash: self.config_hash.clone(),
+            state_layout: PARAMETER_STATE_LAYOUT,
             wall_seconds: self.wall_seconds(),
             state: state.clone(),
         };

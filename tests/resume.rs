@@ -257,6 +257,60 @@ fn resume_rejects_other_config_or_damage() {
     assert!(error.contains("the run folder is damaged"), "{error}");
 }
 
+/// Removes `state_layout` from the checkpoint in `out`, as builds that stored the parameter
+/// engine's head W in the state wrote it.
+fn strip_state_layout(out: &Path) {
+    let path = out.join("checkpoint.json");
+    let mut checkpoint: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    let removed = checkpoint.as_object_mut().unwrap().remove("state_layout");
+    assert_eq!(removed, Some(serde_json::json!(2)));
+    std::fs::write(&path, serde_json::to_string(&checkpoint).unwrap()).unwrap();
+}
+
+/// Runs `text` for 50 steps into a new folder and strips the layout from its checkpoint.
+fn run_with_unversioned_checkpoint(text: &str) -> (Config, tempfile::TempDir, Summary) {
+    let config = Config::from_toml(&text.replace("max_steps = 40000", "max_steps = 50")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let summary = execute(
+        &config,
+        dir.path(),
+        &options(false),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    strip_state_layout(dir.path());
+    (config, dir, summary)
+}
+
+#[test]
+fn older_state_layout_rejected() {
+    // With m1 = 1 the old state [W, W_V^T, W_K^T, W_Q^T] has as many entries as the new
+    // [z, W_V^T, W_K^T, W_Q^T], so only the layout field distinguishes them.
+    let (config, dir, _) = run_with_unversioned_checkpoint(&DESCENT.replace("m1 = 16", "m1 = 1"));
+
+    let error = execute(&config, dir.path(), &options(true), &AtomicBool::new(false))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("written by an older attnflow"), "{error}");
+    let error = attnflow::theory::RunRecord::load(dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("written by an older attnflow"), "{error}");
+}
+
+#[test]
+fn reduced_checkpoint_without_layout_resumes() {
+    // The reduced engine's state layout did not change, so its older checkpoints still load.
+    let text = DESCENT.replace("engine = \"parameter\"", "engine = \"reduced\"");
+    let (config, dir, first) = run_with_unversioned_checkpoint(&text);
+
+    let again = execute(&config, dir.path(), &options(true), &AtomicBool::new(false)).unwrap();
+    assert_eq!(again.stop_reason, first.stop_reason);
+    assert_eq!(again.final_loss, first.final_loss);
+}
+
 // ---------------------------------------------------------------------------------------
 // The command line, as a child process
 

@@ -329,6 +329,81 @@ mod tests {
     use super::*;
     use crate::linalg::axpy;
 
+    /// Pair lists for `d` tokens: empty, one pair, repeats, a Delta = 0 pair and every pair.
+    fn pair_lists(d: usize) -> Vec<Vec<(usize, usize)>> {
+        let last = d - 1;
+        let all: Vec<(usize, usize)> = (0..d).flat_map(|k| (0..d).map(move |q| (k, q))).collect();
+        vec![
+            vec![],
+            vec![(last, 0)],
+            vec![(0, last), (0, last), (last, 0), (0, 0), (0, last)],
+            all,
+        ]
+    }
+
+    #[test]
+    fn edge_sizes_match_naive_loops() {
+        // Widths below, at and around the 8-wide dot chunks and the 32-wide tiles.
+        for m in [1, 2, 7, 8, 9, 31, 32, 33, 65] {
+            for d in [1, 3, 6] {
+                let value = |i: usize| ((i * 37 % 101) as f64 - 50.0) / 7.0;
+                let keys: Vec<f64> = (0..d * m).map(value).collect();
+                let queries: Vec<f64> = (0..d * m).map(|i| value(i + 13)).collect();
+                let start: Vec<f64> = (0..d * m).map(|i| value(i + 29) * 1e-3).collect();
+                for pairs in pair_lists(d) {
+                    let case = format!("m = {m}, d = {d}, pairs {pairs:?}");
+                    // Every third pair has Delta = 0.
+                    let delta: Vec<f64> = (0..pairs.len())
+                        .map(|p| if p % 3 == 2 { 0.0 } else { value(p + 5) })
+                        .collect();
+                    let mut rows = PairRows::new(&pairs);
+
+                    let mut scores = vec![f64::NAN; pairs.len()];
+                    pair_dots(&rows, &keys, &queries, &mut scores, m);
+                    for (p, &(key, query)) in pairs.iter().enumerate() {
+                        let expected =
+                            crate::linalg::dot(&keys[key * m..][..m], &queries[query * m..][..m]);
+                        assert_eq!(scores[p], expected, "score {p}, {case}");
+                    }
+
+                    let (mut expected_keys, mut expected_queries) = (start.clone(), start.clone());
+                    for (&(key, query), &weight) in pairs.iter().zip(&delta) {
+                        if weight != 0.0 {
+                            axpy(
+                                weight,
+                                &queries[query * m..][..m],
+                                &mut expected_keys[key * m..][..m],
+                            );
+                            axpy(
+                                weight,
+                                &keys[key * m..][..m],
+                                &mut expected_queries[query * m..][..m],
+                            );
+                        }
+                    }
+                    let (mut d_keys, mut d_queries) = (start.clone(), start.clone());
+                    rows.accumulate(&delta, &keys, &queries, &mut d_keys, &mut d_queries, m);
+                    assert_eq!(d_keys, expected_keys, "key increments, {case}");
+                    assert_eq!(d_queries, expected_queries, "query increments, {case}");
+
+                    let (mut stepped_keys, mut stepped_queries) = (keys.clone(), queries.clone());
+                    rows.step(&delta, 1.0, &mut stepped_keys, &mut stepped_queries, m);
+                    let (mut plus_keys, mut plus_queries) = (keys.clone(), queries.clone());
+                    rows.accumulate(
+                        &delta,
+                        &keys,
+                        &queries,
+                        &mut plus_keys,
+                        &mut plus_queries,
+                        m,
+                    );
+                    assert_eq!(stepped_keys, plus_keys, "in-place keys, {case}");
+                    assert_eq!(stepped_queries, plus_queries, "in-place queries, {case}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn matches_pair_by_pair_loop() {
         // m = 70 has two full tiles and a partial one; d = 6; pair 3 has Delta = 0 and

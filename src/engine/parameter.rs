@@ -342,6 +342,29 @@ mod tests {
     }
 
     #[test]
+    fn scores_follow_changing_pair_lists() {
+        // The engine keeps the orders of two pair lists. Alternating between three lists,
+        // with an empty one, must give each list its own scores.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let params = random_params(&mut rng);
+        let (mut engine, y) = ParameterEngine::new(&params);
+        let lists: [Vec<(usize, usize)>; 3] =
+            [vec![(0, 1), (8, 8), (0, 1)], vec![(2, 0), (5, 7)], vec![]];
+        for &list in &[0, 1, 0, 2, 1, 1, 0, 2, 0] {
+            let pairs = &lists[list];
+            let mut scores = vec![f64::NAN; pairs.len()];
+            engine.scores(&y, pairs, &mut scores);
+            for (score, &(key, query)) in scores.iter().zip(pairs) {
+                let expected = params.w_k.column(key).dot(&params.w_q.column(query));
+                assert!(
+                    (score - expected).abs() <= 1e-13 * (1.0 + expected.abs()),
+                    "list {list}, pair ({key}, {query}): {score} vs {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn head_is_rebuilt_from_z() {
         // After steps, W = W(0) + a z^T must equal the head that plain gradient descent on W
         // reaches: W += eta a (W_V rho)^T at each step.

@@ -51,6 +51,7 @@ impl RunRecord {
 
         let prepared = experiment::prepare(&config)?;
         let engine = prepared.dynamics.engine();
+        checkpoint.check_layout(engine.kind(), &dir.join(output::CHECKPOINT))?;
         if checkpoint.state.y.len() != engine.state_len() {
             return Err(Error::invalid_data(format!(
                 "{} contains a state of length {} but the config's engine needs {}; check a folder \
