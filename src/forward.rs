@@ -116,32 +116,38 @@ fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Ev
         *shift = shift.max(score * scale);
     }
     let shifts = &out.query_shift;
-    let shifted = |p: usize| shifted_score(scores[p] * scale, shifts[index.pairs[p].1]);
     let done = out.pair_exp.len() / 4 * 4;
     let mut blocks = out.pair_exp.chunks_exact_mut(4);
     for (block_index, block) in (&mut blocks).enumerate() {
         let start = 4 * block_index;
-        let terms: [(f64, f64); 4] = std::array::from_fn(|j| shifted(start + j));
-        let arguments = terms.map(|(argument, _)| argument);
-        block.copy_from_slice(&f64x4::from(arguments).exp().to_array());
-        for (value, (argument, error)) in block.iter_mut().zip(terms) {
-            if argument.is_finite() {
-                *value += *value * error;
-            } else {
+        let scaled = f64x4::from(std::array::from_fn(|j| scores[start + j] * scale));
+        let shift = f64x4::from(std::array::from_fn(|j| shifts[index.pairs[start + j].1]));
+        let (difference, error) = two_difference(scaled, shift);
+        let exp = difference.exp();
+        block.copy_from_slice(&exp.mul_add(error, exp).to_array());
+        for (value, argument) in block.iter_mut().zip(difference.to_array()) {
+            if !argument.is_finite() {
                 // wide's exp returns 0 for non-finite arguments, where NaN must stay NaN.
                 *value = argument.exp();
             }
         }
     }
     for (offset, value) in blocks.into_remainder().iter_mut().enumerate() {
-        let (argument, error) = shifted(done + offset);
-        let exp = argument.exp();
-        *value = if argument.is_finite() {
-            exp + exp * error
-        } else {
-            exp
-        };
+        let p = done + offset;
+        let (difference, error) = shifted_score(scores[p] * scale, shifts[index.pairs[p].1]);
+        let exp = difference.exp();
+        *value = exp + exp * error;
     }
+}
+
+/// [`shifted_score`] on four lanes, without its special case: the error of a non-finite
+/// difference is NaN, and the caller replaces those lanes.
+fn two_difference(scaled: f64x4, shift: f64x4) -> (f64x4, f64x4) {
+    let difference = scaled - shift;
+    let shift_part = difference - scaled;
+    let scaled_part = difference - shift_part;
+    let error = (scaled - scaled_part) + (-shift - shift_part);
+    (difference, error)
 }
 
 /// Returns `scaled - shift` rounded and its exact rounding error (TwoSum), or an error of 0
