@@ -120,8 +120,15 @@ fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Ev
     let mut blocks = out.pair_exp.chunks_exact_mut(4);
     for (block_index, block) in (&mut blocks).enumerate() {
         let start = 4 * block_index;
-        let scaled = f64x4::from(std::array::from_fn(|j| scores[start + j] * scale));
-        let shift = f64x4::from(std::array::from_fn(|j| shifts[index.pairs[start + j].1]));
+        let block_scores: &[f64; 4] = scores[start..start + 4].try_into().expect("4 scores");
+        let block_pairs = &index.pairs[start..start + 4];
+        let scaled = f64x4::from(*block_scores) * f64x4::splat(scale);
+        let shift = f64x4::from([
+            shifts[block_pairs[0].1],
+            shifts[block_pairs[1].1],
+            shifts[block_pairs[2].1],
+            shifts[block_pairs[3].1],
+        ]);
         let (difference, error) = two_difference(scaled, shift);
         let exp = difference.exp();
         block.copy_from_slice(&exp.mul_add(error, exp).to_array());
@@ -258,23 +265,39 @@ pub fn evaluate(
     let mut total_loss = 0.0;
     pair_exponentials(index, scores, scale, out);
 
-    for i in 0..n {
-        let x = data.sample(i);
-        let ids = &index.sample_pairs[i * seq_len * seq_len..(i + 1) * seq_len * seq_len];
-        for (readout, &token) in out.position_readout.iter_mut().zip(x) {
+    let Evaluation {
+        outputs,
+        g,
+        sample_loss,
+        rho,
+        delta,
+        attention,
+        received,
+        mean_readout,
+        position_readout,
+        pair_exp,
+        ..
+    } = out;
+    let samples = data
+        .tokens
+        .chunks_exact(seq_len)
+        .zip(index.sample_pairs.chunks_exact(seq_len * seq_len))
+        .zip(&data.labels);
+    for (i, ((x, ids), &y)) in samples.enumerate() {
+        for (readout, &token) in position_readout.iter_mut().zip(x) {
             *readout = gamma[token];
         }
-        let readouts = &out.position_readout;
 
         // Attention rows p_l = softmax_h(s_{l,h}) from the shifted exponentials of the
         // pairs, and what each key receives.
-        out.received.iter_mut().for_each(|v| *v = 0.0);
-        for l in 0..seq_len {
-            let row = &mut out.attention[l * seq_len..(l + 1) * seq_len];
-            let row_ids = &ids[l * seq_len..(l + 1) * seq_len];
+        received.iter_mut().for_each(|v| *v = 0.0);
+        let rows = attention
+            .chunks_exact_mut(seq_len)
+            .zip(ids.chunks_exact(seq_len));
+        for ((row, row_ids), mean_out) in rows.zip(mean_readout.iter_mut()) {
             let mut sum = 0.0;
             for (p, &id) in row.iter_mut().zip(row_ids) {
-                *p = out.pair_exp[id as usize];
+                *p = pair_exp[id as usize];
                 sum += *p;
             }
             // A NaN sum also takes this branch and stays NaN.
@@ -283,38 +306,45 @@ pub fn evaluate(
             }
             let inverse_sum = 1.0 / sum;
             let mut mean = 0.0;
-            for (h, p) in row.iter_mut().enumerate() {
+            for ((p, total), &readout) in row
+                .iter_mut()
+                .zip(received.iter_mut())
+                .zip(&*position_readout)
+            {
                 *p *= inverse_sum;
-                out.received[h] += *p;
-                mean += *p * readouts[h];
+                *total += *p;
+                mean += *p * readout;
             }
-            out.mean_readout[l] = mean;
+            *mean_out = mean;
         }
 
         // Output, loss and gradient weight of the sample.
-        let output: f64 = (0..seq_len).map(|h| out.received[h] * readouts[h]).sum();
-        let y = data.labels[i];
+        let output: f64 = received
+            .iter()
+            .zip(&*position_readout)
+            .map(|(r, readout)| r * readout)
+            .sum();
         let margin = y * output;
-        out.outputs[i] = output;
-        (out.sample_loss[i], out.g[i]) = softplus_and_logistic(-margin);
-        total_loss += out.sample_loss[i];
+        outputs[i] = output;
+        (sample_loss[i], g[i]) = softplus_and_logistic(-margin);
+        total_loss += sample_loss[i];
 
         if !sensitivities {
             continue;
         }
 
         // Back-propagate c_i = y g_i / n into rho and Delta.
-        let c = y * out.g[i] / n as f64;
-        for (&token, &received) in x.iter().zip(&out.received) {
-            out.rho[token] += c * received;
+        let c = y * g[i] / n as f64;
+        for (&token, &total) in x.iter().zip(&*received) {
+            rho[token] += c * total;
         }
         let c_scaled = c * scale;
-        for l in 0..seq_len {
-            let mean = out.mean_readout[l];
-            for h in 0..seq_len {
-                let p = out.attention[l * seq_len + h];
-                let id = ids[l * seq_len + h] as usize;
-                out.delta[id] += c_scaled * p * (readouts[h] - mean);
+        let rows = attention
+            .chunks_exact(seq_len)
+            .zip(ids.chunks_exact(seq_len));
+        for ((row, row_ids), &mean) in rows.zip(&*mean_readout) {
+            for ((&p, &id), &readout) in row.iter().zip(row_ids).zip(&*position_readout) {
+                delta[id as usize] += c_scaled * p * (readout - mean);
             }
         }
     }

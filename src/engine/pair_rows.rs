@@ -120,9 +120,13 @@ impl PairRows {
         let d = keys_out.len() / m.max(1);
         // A tile starting on a cache line is loaded without split loads, so each packed
         // panel starts at a 64-byte boundary of the buffer.
+        // Packing overwrites every entry that the sweep reads, so a buffer of the right size
+        // is reused as it is.
         let len = d * TILE;
-        self.panels.clear();
-        self.panels.resize(2 * len + 8, 0.0);
+        if self.panels.len() != 2 * len + 8 {
+            self.panels.clear();
+            self.panels.resize(2 * len + 8, 0.0);
+        }
         let start = self.panels.as_ptr().align_offset(64).min(8);
         let (packed_keys, packed_queries) = self.panels[start..start + 2 * len].split_at_mut(len);
         let update = &Update {
@@ -297,7 +301,12 @@ fn pair_dots_avx2(side: &SideRows, keys: &[f64], queries: &[f64], out: &mut [f64
         let terms = &side.terms[range.clone()];
         let mut blocks = terms.chunks_exact(DOT_BLOCK);
         for block in &mut blocks {
-            let rows: [&[f64]; DOT_BLOCK] = std::array::from_fn(|j| query_row(block[j].1));
+            let rows: [&[f64]; DOT_BLOCK] = [
+                query_row(block[0].1),
+                query_row(block[1].1),
+                query_row(block[2].1),
+                query_row(block[3].1),
+            ];
             let mut low = [_mm256_setzero_pd(); DOT_BLOCK];
             let mut high = [_mm256_setzero_pd(); DOT_BLOCK];
             for column in (0..chunks).step_by(8) {
