@@ -218,6 +218,7 @@ impl Panel<'_> {
     /// of `out` gain scale delta[p] times row `source` of the packed panel `sources`.
     #[inline(always)]
     fn add(&self, side: &SideRows, sources: &[f64], out: &mut [f64]) {
+        let (sources, _) = sources.as_chunks::<TILE>();
         if self.width == TILE {
             self.add_tiles::<TILE>(side, sources, out);
         } else {
@@ -227,7 +228,12 @@ impl Panel<'_> {
 
     /// [`Panel::add`] with `WIDTH` columns known at compile time, or any width for 0.
     #[inline(always)]
-    fn add_tiles<const WIDTH: usize>(&self, side: &SideRows, sources: &[f64], out: &mut [f64]) {
+    fn add_tiles<const WIDTH: usize>(
+        &self,
+        side: &SideRows,
+        sources: &[[f64; TILE]],
+        out: &mut [f64],
+    ) {
         let width = if WIDTH == 0 { self.width } else { WIDTH };
         for (row, range) in &side.runs {
             let out_tile = &mut out[row * self.m + self.column..][..width];
@@ -240,8 +246,7 @@ impl Panel<'_> {
                     continue;
                 }
                 let weight = self.scale * delta;
-                let source_tile = &sources[source as usize * TILE..][..width];
-                for (acc, &x) in tile[..width].iter_mut().zip(source_tile) {
+                for (acc, &x) in tile[..width].iter_mut().zip(&sources[source as usize]) {
                     *acc = weight.mul_add(x, *acc);
                 }
             }
