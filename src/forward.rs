@@ -26,6 +26,7 @@ use std::collections::HashMap;
 
 use wide::f64x4;
 
+use crate::engine::PairList;
 use crate::task::Dataset;
 
 /// The distinct (key token, query token) pairs of a dataset and, for every sample i and
@@ -33,7 +34,7 @@ use crate::task::Dataset;
 #[derive(Clone, Debug)]
 pub struct PairIndex {
     /// Distinct pairs as (key token, query token).
-    pub pairs: Vec<(usize, usize)>,
+    pub pairs: PairList,
     /// Shape (n, L, L): entry [i][l][h] is the index in `pairs` of (x_h, x_l).
     pub sample_pairs: Vec<u32>,
 }
@@ -58,7 +59,7 @@ impl PairIndex {
             }
         }
         PairIndex {
-            pairs,
+            pairs: pairs.into(),
             sample_pairs,
         }
     }

@@ -36,11 +36,15 @@ impl EngineKind {
     }
 }
 
+/// A list of (key token, query token) pairs, shared and immutable, so that an engine can
+/// keep data derived from it and recognize it again by pointer.
+pub type PairList = std::sync::Arc<[(usize, usize)]>;
+
 /// Loss sensitivities that drive both engines: `rho = -dL/dgamma` (length d) and
 /// `delta = -dL/dS` at each (key, query) pair of `pairs`.
 pub struct Sensitivities<'a> {
     pub rho: &'a [f64],
-    pub pairs: &'a [(usize, usize)],
+    pub pairs: &'a PairList,
     pub delta: &'a [f64],
 }
 
@@ -82,7 +86,7 @@ pub trait Engine: Send {
     fn readouts(&mut self, y: &[f64], gamma: &mut [f64]);
 
     /// Writes S[key, query] for each pair of `pairs` (unscaled by 1/sqrt(m)).
-    fn scores(&mut self, y: &[f64], pairs: &[(usize, usize)], out: &mut [f64]);
+    fn scores(&mut self, y: &[f64], pairs: &PairList, out: &mut [f64]);
 
     /// Writes the gradient-flow vector field dy/dt = -grad L at `y`.
     fn flow(&mut self, y: &[f64], sens: &Sensitivities, dy: &mut [f64]);

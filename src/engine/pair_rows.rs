@@ -19,6 +19,7 @@
 //! The scores S at the pairs are dot products of a key row and a query row. Grouped by key
 //! row, several of them share each load of the key row.
 
+use super::PairList;
 use crate::linalg::{dispatch, dot_kernel, finish_dot};
 
 /// Columns of a row tile held in registers (eight AVX2 registers).
@@ -31,7 +32,7 @@ pub struct PairRows {
     /// Query increments: target = query row, source = key row.
     queries: SideRows,
     /// The pair list these orders were built for.
-    pairs: Vec<(usize, usize)>,
+    pairs: PairList,
     /// One column panel of the key rows and one of the query rows, packed contiguously;
     /// scratch.
     panels: Vec<f64>,
@@ -65,18 +66,20 @@ impl SideRows {
 }
 
 impl PairRows {
-    pub fn new(pairs: &[(usize, usize)]) -> PairRows {
+    pub fn new(pairs: &PairList) -> PairRows {
         PairRows {
             keys: SideRows::new(pairs, |(key, query)| (key, query)),
             queries: SideRows::new(pairs, |(key, query)| (query, key)),
-            pairs: pairs.to_vec(),
+            pairs: pairs.clone(),
             panels: Vec::new(),
         }
     }
 
     /// Whether these orders were built for `pairs`.
-    pub fn matches(&self, pairs: &[(usize, usize)]) -> bool {
-        self.pairs == pairs
+    pub fn matches(&self, pairs: &PairList) -> bool {
+        // While this clone of the list lives, nobody can change it, and its allocation
+        // cannot be reused, so equal pointers mean equal lists.
+        PairList::ptr_eq(&self.pairs, pairs) || self.pairs == *pairs
     }
 
     /// Adds the key increments to `d_keys` and the query increments to `d_queries` (both
@@ -218,7 +221,6 @@ impl Panel<'_> {
     /// of `out` gain scale delta[p] times row `source` of the packed panel `sources`.
     #[inline(always)]
     fn add(&self, side: &SideRows, sources: &[f64], out: &mut [f64]) {
-        let (sources, _) = sources.as_chunks::<TILE>();
         if self.width == TILE {
             self.add_tiles::<TILE>(side, sources, out);
         } else {
@@ -228,12 +230,7 @@ impl Panel<'_> {
 
     /// [`Panel::add`] with `WIDTH` columns known at compile time, or any width for 0.
     #[inline(always)]
-    fn add_tiles<const WIDTH: usize>(
-        &self,
-        side: &SideRows,
-        sources: &[[f64; TILE]],
-        out: &mut [f64],
-    ) {
+    fn add_tiles<const WIDTH: usize>(&self, side: &SideRows, sources: &[f64], out: &mut [f64]) {
         let width = if WIDTH == 0 { self.width } else { WIDTH };
         for (row, range) in &side.runs {
             let out_tile = &mut out[row * self.m + self.column..][..width];
@@ -246,7 +243,11 @@ impl Panel<'_> {
                     continue;
                 }
                 let weight = self.scale * delta;
-                for (acc, &x) in tile[..width].iter_mut().zip(&sources[source as usize]) {
+                let start = source as usize * TILE;
+                let source_tile: &[f64; TILE] = sources[start..start + TILE]
+                    .try_into()
+                    .expect("packed tiles have TILE entries");
+                for (acc, &x) in tile[..width].iter_mut().zip(source_tile) {
                     *acc = weight.mul_add(x, *acc);
                 }
             }
@@ -370,6 +371,7 @@ mod tests {
                     let delta: Vec<f64> = (0..pairs.len())
                         .map(|p| if p % 3 == 2 { 0.0 } else { value(p + 5) })
                         .collect();
+                    let pairs: PairList = pairs.into();
                     let mut rows = PairRows::new(&pairs);
 
                     let mut scores = vec![f64::NAN; pairs.len()];
@@ -450,8 +452,13 @@ mod tests {
             axpy(weight, k_row, &mut expected_queries[query * m..][..m]);
         }
 
+        let pairs: PairList = pairs.into();
         let mut rows = PairRows::new(&pairs);
         assert!(rows.matches(&pairs));
+        let copy: PairList = pairs.to_vec().into();
+        assert!(rows.matches(&copy));
+        let shorter: PairList = pairs[1..].into();
+        assert!(!rows.matches(&shorter));
         let (mut d_keys, mut d_queries) = (start.clone(), start);
         rows.accumulate(&delta, &keys, &queries, &mut d_keys, &mut d_queries, m);
         assert_eq!(d_keys, expected_keys);

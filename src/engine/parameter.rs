@@ -21,7 +21,7 @@
 use ndarray::{Array1, Array2, ArrayView2};
 
 use super::pair_rows::{PairRows, pair_dots};
-use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
+use super::{Engine, EngineKind, GramSummary, PairList, ReducedState, Sensitivities};
 use crate::linalg::{axpy, dot};
 use crate::model::Params;
 
@@ -123,7 +123,7 @@ impl ParameterEngine {
 
     /// Returns the pair orders for `pairs`, built on first use and kept for the last two
     /// lists.
-    fn pair_rows(&mut self, pairs: &[(usize, usize)]) -> &mut PairRows {
+    fn pair_rows(&mut self, pairs: &PairList) -> &mut PairRows {
         match self.pair_rows.iter().position(|rows| rows.matches(pairs)) {
             Some(0) => {}
             Some(position) => self.pair_rows.swap(0, position),
@@ -182,7 +182,7 @@ impl Engine for ParameterEngine {
         }
     }
 
-    fn scores(&mut self, y: &[f64], pairs: &[(usize, usize)], out: &mut [f64]) {
+    fn scores(&mut self, y: &[f64], pairs: &PairList, out: &mut [f64]) {
         let layout = self.layout();
         let (keys, queries) = (&y[layout.k], &y[layout.q]);
         let m = self.m;
@@ -295,7 +295,7 @@ mod tests {
                 }
             })
             .collect();
-        let pairs = vec![(0, 1), (1, 0), (2, 5), (3, 3), (0, 8), (7, 1), (0, 1)];
+        let pairs: PairList = vec![(0, 1), (1, 0), (2, 5), (3, 3), (0, 8), (7, 1), (0, 1)].into();
         let delta: Vec<f64> = (0..pairs.len())
             .map(|p| {
                 if p == 2 {
@@ -348,13 +348,16 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let params = random_params(&mut rng);
         let (mut engine, y) = ParameterEngine::new(&params);
-        let lists: [Vec<(usize, usize)>; 3] =
-            [vec![(0, 1), (8, 8), (0, 1)], vec![(2, 0), (5, 7)], vec![]];
+        let lists: [PairList; 3] = [
+            vec![(0, 1), (8, 8), (0, 1)].into(),
+            vec![(2, 0), (5, 7)].into(),
+            Vec::new().into(),
+        ];
         for &list in &[0, 1, 0, 2, 1, 1, 0, 2, 0] {
             let pairs = &lists[list];
             let mut scores = vec![f64::NAN; pairs.len()];
             engine.scores(&y, pairs, &mut scores);
-            for (score, &(key, query)) in scores.iter().zip(pairs) {
+            for (score, &(key, query)) in scores.iter().zip(pairs.iter()) {
                 let expected = params.w_k.column(key).dot(&params.w_q.column(query));
                 assert!(
                     (score - expected).abs() <= 1e-13 * (1.0 + expected.abs()),
@@ -372,7 +375,7 @@ mod tests {
         let params = random_params(&mut rng);
         let (mut engine, mut y) = ParameterEngine::new(&params);
         let rho: Vec<f64> = (0..9).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let pairs = vec![(0, 1), (2, 2)];
+        let pairs: PairList = vec![(0, 1), (2, 2)].into();
         let delta = vec![0.5, -0.25];
         let sens = Sensitivities {
             rho: &rho,

@@ -21,7 +21,7 @@
 //! Delta is non-zero only at the (key, query) pairs of the training set, so every product with
 //! Delta costs O(pairs x d).
 
-use super::{Engine, EngineKind, GramSummary, ReducedState, Sensitivities};
+use super::{Engine, EngineKind, GramSummary, PairList, ReducedState, Sensitivities};
 use crate::linalg::{axpy, axpy_kernel, dispatch, dot};
 
 pub struct ReducedEngine {
@@ -220,10 +220,10 @@ impl Engine for ReducedEngine {
         gamma.copy_from_slice(&y[..self.d]);
     }
 
-    fn scores(&mut self, y: &[f64], pairs: &[(usize, usize)], out: &mut [f64]) {
+    fn scores(&mut self, y: &[f64], pairs: &PairList, out: &mut [f64]) {
         let d = self.d;
         let s = Blocks::new(y, d).s;
-        for (value, &(key, query)) in out.iter_mut().zip(pairs) {
+        for (value, &(key, query)) in out.iter_mut().zip(pairs.iter()) {
             *value = s[key * d + query];
         }
     }
