@@ -77,7 +77,7 @@ impl PairRows {
 
     /// Whether these orders were built for `pairs`.
     pub fn matches(&self, pairs: &PairList) -> bool {
-        // While this clone of the list lives, nobody can change it, and its allocation
+        // While this clone of the list lives, no caller can change it, and its allocation
         // cannot be reused, so equal pointers mean equal lists.
         PairList::ptr_eq(&self.pairs, pairs) || self.pairs == *pairs
     }
