@@ -151,7 +151,10 @@ fi
 if has_case theory; then
     echo "case theory: width m = $theory_m, gradient flow to t = 280" >&2
     theory="$work/theory.toml"
-    sed "s/^m = .*/m = $theory_m/" "$repo_dir/experiments/theory.toml" > "$theory.source"
+    # The preset draws its reduced state from the Wishart law, which has no weights for the
+    # baselines; drawing weights and reducing them gives the same law.
+    sed -e "s/^m = .*/m = $theory_m/" -e 's/^reduced_from = .*/reduced_from = "parameters"/' \
+        "$repo_dir/experiments/theory.toml" > "$theory.source"
     derive_config "$theory.source" "$theory" 10 'engine = "reduced"' 'integrator = "dopri5"' \
         'rtol = 1e-8' 'atol = 1e-12' 't_end = 280'
     "$attnflow" init "$theory" --out "$work/theory" > /dev/null

@@ -30,6 +30,30 @@ fn config(preset: &str, edit: impl Fn(String) -> String) -> Config {
     Config::from_toml(&edit(text)).expect("edited preset is valid")
 }
 
+/// The theory preset at width `m` for `engine`. The preset draws its reduced state from the
+/// Wishart law at m = 10^6; the parameter engine needs weights, drawn at this width.
+fn theory(m: u64, engine: EngineKind) -> Config {
+    let reduced_from = match engine {
+        EngineKind::Parameter => "parameters",
+        EngineKind::Reduced => "wishart",
+    };
+    let config = config("theory.toml", |text| {
+        text.replace("m = 1000000", &format!("m = {m}")).replace(
+            "reduced_from = \"wishart\"",
+            &format!("reduced_from = \"{reduced_from}\""),
+        )
+    });
+    assert_eq!(config.model.m, m, "theory.toml no longer sets m = 1000000");
+    with_engine(config, engine)
+}
+
+/// The presets of the per-evaluation benchmarks: the paper's size and the theory preset
+/// at m = 1024, where the parameter engine still fits in memory.
+fn presets(engine: EngineKind) -> [(&'static str, Config); 2] {
+    let paper = with_engine(config("paper-figure1.toml", |text| text), engine);
+    [("paper", paper), ("theory-m1024", theory(1024, engine))]
+}
+
 fn with_engine(mut config: Config, engine: EngineKind) -> Config {
     config.train.engine = engine;
     config
@@ -44,9 +68,8 @@ fn prepared(config: &Config) -> (Dynamics, Vec<f64>) {
 /// One gradient-field evaluation per iteration, at the initial state of each preset.
 fn gradient_field(c: &mut Criterion) {
     let mut group = c.benchmark_group("gradient_field");
-    for (name, preset) in [("paper", "paper-figure1.toml"), ("theory", "theory.toml")] {
-        for engine in [EngineKind::Parameter, EngineKind::Reduced] {
-            let config = with_engine(config(preset, |text| text), engine);
+    for engine in [EngineKind::Parameter, EngineKind::Reduced] {
+        for (name, config) in presets(engine) {
             let (mut dynamics, y0) = prepared(&config);
             let mut dy = vec![0.0; y0.len()];
             group.bench_function(format!("{name}/{}", engine.name()), |b| {
@@ -85,13 +108,10 @@ fn seconds_per_evaluation(dynamics: &mut Dynamics, y: &[f64], rounds: usize) -> 
 fn reduced_across_widths(c: &mut Criterion) {
     let mut group = c.benchmark_group("reduced_width");
     let mut medians = Vec::new();
+    let mut vocab_size = 0;
     for m in [128u64, 1_000_000] {
-        let config = config("theory.toml", |text| {
-            text.replace("engine = \"parameter\"", "engine = \"reduced\"")
-                .replace("m = 1024", &format!("m = {m}"))
-                .replace("[init]", "[init]\nreduced_from = \"wishart\"")
-        });
-        let (mut dynamics, y0) = prepared(&config);
+        let (mut dynamics, y0) = prepared(&theory(m, EngineKind::Reduced));
+        vocab_size = dynamics.data.train.vocab_size;
         let mut dy = vec![0.0; y0.len()];
         group.bench_function(format!("m={m}"), |b| {
             b.iter(|| black_box(dynamics.flow(black_box(&y0), &mut dy)))
@@ -105,8 +125,8 @@ fn reduced_across_widths(c: &mut Criterion) {
         return;
     }
     println!(
-        "reduced engine, d = 259: {:.1} us per evaluation at m = 128, {:.1} us at m = 10^6, \
-         ratio {:.3}",
+        "reduced engine, d = {vocab_size}: {:.1} us per evaluation at m = 128, {:.1} us at \
+         m = 10^6, ratio {:.3}",
         medians[0] * 1e6,
         medians[1] * 1e6,
         medians[1] / medians[0]
@@ -234,9 +254,8 @@ fn throughput(_c: &mut Criterion) {
     if !timing_run() {
         return;
     }
-    for (name, preset) in [("paper", "paper-figure1.toml"), ("theory", "theory.toml")] {
-        for engine in [EngineKind::Parameter, EngineKind::Reduced] {
-            let config = with_engine(config(preset, |text| text), engine);
+    for engine in [EngineKind::Parameter, EngineKind::Reduced] {
+        for (name, config) in presets(engine) {
             let (mut dynamics, y0) = prepared(&config);
             let sizes = Sizes::of(&config, &dynamics);
             let (flops, bytes) = sizes.cost(engine);
