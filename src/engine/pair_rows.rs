@@ -12,9 +12,10 @@
 //! one tile width across all rows, so the source rows of a panel (d x 32 doubles, 16 KiB at
 //! d = 64) can stay in the L1 cache while every target row reads them. Each panel is first
 //! packed into a contiguous buffer, because the rows are m doubles apart, often a power of
-//! two, and their tiles would otherwise fall into a few cache sets. Each entry receives the
-//! same terms in the same order as the pair-by-pair loop, so the results are bit-identical
-//! to it.
+//! two, and their tiles would otherwise fall into a few cache sets. Both blocks' panels are
+//! packed before either changes, so a gradient-descent step can update keys and queries in
+//! place while every term reads the rows from before the step. Each entry receives the same
+//! terms in the same order as the pair-by-pair loop, so the results are bit-identical to it.
 //!
 //! The scores S at the pairs are dot products of a key row and a query row. Grouped by key
 //! row, several of them share each load of the key row.
