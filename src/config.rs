@@ -470,6 +470,16 @@ impl Config {
         if max_steps == 0 {
             return Err(Error::config("train.max_steps = 0; it must be >= 1"));
         }
+        // Gradient descent takes round(t_end / eta) steps, so a t_end below eta / 2 would
+        // end the run at t = 0 without a single step.
+        if train.integrator == IntegratorKind::GradientDescent && (t_end / eta).round() < 1.0 {
+            return Err(Error::config(format!(
+                "train.t_end = {} is less than half of train.eta = {}, so gradient descent \
+                 would take no step; raise t_end or lower eta",
+                format_value(t_end),
+                format_value(eta)
+            )));
+        }
         Ok(Schedule {
             integrator: train.integrator,
             eta,

@@ -270,6 +270,13 @@ fn tiny_t_end_in_scientific_notation() {
     );
     assert_contains(
         &config_error(&text),
+        "train.t_end = 1e-300 is less than half",
+    );
+    let flow = text
+        .replace("\"gradient-descent\"", "\"dopri5\"")
+        .replace("eta = 0.1", "");
+    assert_contains(
+        &config_error(&flow),
         "record.t_first = 0.1 must lie in (0, t_end = 1e-300]",
     );
 }
@@ -635,4 +642,16 @@ fn weights_file_errors_name_the_problem() {
     for (edit, expected) in cases {
         assert_contains(&weights_error(edit), expected);
     }
+}
+
+#[test]
+fn descent_without_steps_rejected() {
+    // t_end / eta rounds to 0 steps, so the run would end at t = 0 and look finished.
+    let text = with_value("train", "eta", "1e4").replace("max_steps = 100", "t_end = 1000");
+    let message = config_error(&text);
+    assert_contains(
+        &message,
+        "train.t_end = 1000 is less than half of train.eta = 10000",
+    );
+    assert_contains(&message, "raise t_end or lower eta");
 }

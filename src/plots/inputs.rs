@@ -117,7 +117,7 @@ pub struct SweepRun {
     /// Attention width.
     pub m: f64,
     pub seed: String,
-    /// T1 x kappa, with kappa = beta(0) + m1 sigma0^2 m.
+    /// T1 x kappa, with kappa = beta(0) + m1 trace(GV(0)) / d.
     pub t1_kappa: f64,
     /// Loss-law slope c divided by beta.
     pub c_over_beta: f64,

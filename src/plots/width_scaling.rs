@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::figure::{Axis, Figure, Panel, Series, Stroke};
 use super::inputs::SweepRun;
 
-/// The theory predicts T1 ~ 1/kappa with kappa = beta(0) + m1 sigma0^2 m, and a loss-law
+/// The theory predicts T1 ~ 1/kappa with kappa = beta(0) + m1 trace(GV(0)) / d, and a loss-law
 /// slope c ~ beta, so both T1 x kappa and c / beta(0) should stay of order one as m grows.
 pub fn figure(runs: &[SweepRun]) -> Figure {
     let time = panel(
@@ -23,7 +23,7 @@ pub fn figure(runs: &[SweepRun]) -> Figure {
     );
     Figure {
         name: "width-scaling".into(),
-        title: "Width scaling over seeds, kappa = beta(0) + m1 sigma0^2 m".into(),
+        title: "Width scaling over seeds, kappa = beta(0) + m1 trace(GV(0)) / d".into(),
         grid: (1, 2),
         panels: vec![time, slope],
     }
