@@ -28,7 +28,7 @@ pub enum Error {
 
     /// The message includes the I/O error, which is therefore not also exposed as the
     /// `source()`: a chain printer such as anyhow's `{:#}` would repeat it.
-    #[error("failed to read or write {path}: {cause}")]
+    #[error("{}", describe_io(path, cause))]
     Io {
         path: PathBuf,
         cause: std::io::Error,
@@ -52,6 +52,17 @@ impl Error {
             path: path.into(),
             cause,
         }
+    }
+}
+
+/// Message of [`Error::Io`]: a missing file is named as not found, since that is the usual
+/// cause and the fix (check the path) differs from that of other failures.
+fn describe_io(path: &std::path::Path, cause: &std::io::Error) -> String {
+    match cause.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("{} not found; check the path ({cause})", path.display())
+        }
+        _ => format!("failed to read or write {}: {cause}", path.display()),
     }
 }
 

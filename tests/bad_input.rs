@@ -555,8 +555,7 @@ fn corrupt_or_missing_files_rejected() {
         .err()
         .unwrap()
         .to_string();
-    assert_contains(&error, "failed to read or write");
-    assert_contains(&error, "missing.npz");
+    assert_contains(&error, "missing.npz not found; check the path");
 
     let garbage = dir.path().join("garbage.npz");
     std::fs::write(&garbage, b"this is not a zip archive").unwrap();
