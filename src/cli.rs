@@ -352,6 +352,14 @@ fn init_command(args: InitArgs) -> Result<i32> {
 fn plot_command(args: PlotArgs) -> Result<i32> {
     let out = args.out.unwrap_or_else(|| args.run_dir.join("figures"));
     let plots = plots::plot_run(&args.run_dir, &out)?;
+    if !plots.summary_found {
+        crate::outln!(
+            "note: no {} in {}, so the run did not finish (it failed or is still running); \
+             its recorded rows are drawn without T1",
+            output::SUMMARY,
+            args.run_dir.display()
+        )?;
+    }
     if !plots.predictions_found {
         crate::outln!(
             "note: no {} in {}, so R*, the loss-law fit and the baseline are not drawn; \

@@ -287,3 +287,21 @@ fn plot_command_notes_missing_predictions() {
     assert!(!stdout.contains("attnflow check"), "{stdout}");
     assert!(run.path().join("figures").join("balance.png").exists());
 }
+
+/// A failed run keeps its trajectory but writes no summary.json; its rows are still drawn,
+/// without T1, and the plot command prints a note with the reason.
+#[test]
+fn run_without_summary_is_drawn() {
+    let run = tempfile::tempdir().unwrap();
+    tiny_run(run.path());
+    std::fs::remove_file(run.path().join("summary.json")).unwrap();
+    let out = run.path().join("figures");
+
+    let output = plot_command(run.path(), &out);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("no summary.json"), "{stdout}");
+    assert!(stdout.contains("drawn without T1"), "{stdout}");
+    assert!(out.join("loss.png").exists());
+}

@@ -110,6 +110,7 @@ mod tests {
             ],
             t1: Some(2.0),
             predictions: None,
+            summary_found: true,
         };
         let (low, high) = ratio_range(&data);
         let pad = 0.05 * (4.0 - 0.8);

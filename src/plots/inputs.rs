@@ -38,6 +38,9 @@ pub struct RunData {
     pub t1: Option<f64>,
     /// `None` when the folder has no `predictions.csv`.
     pub predictions: Option<Vec<Prediction>>,
+    /// Whether the folder has a `summary.json`. A run that failed (a non-finite loss, for
+    /// example) writes none but keeps its trajectory, which is drawn without T1.
+    pub summary_found: bool,
 }
 
 impl RunData {
@@ -70,7 +73,13 @@ impl RunData {
             )));
         }
 
-        let t1 = read_t1(&run_dir.join(output::SUMMARY))?;
+        let summary_path = run_dir.join(output::SUMMARY);
+        let summary_found = summary_path.exists();
+        let t1 = if summary_found {
+            read_t1(&summary_path)?
+        } else {
+            None
+        };
         let predictions_path = run_dir.join(PREDICTIONS);
         let predictions = if predictions_path.exists() {
             Some(read_predictions(&predictions_path)?)
@@ -81,6 +90,7 @@ impl RunData {
             trajectory,
             t1,
             predictions,
+            summary_found,
         })
     }
 }

@@ -44,6 +44,8 @@ pub struct RunPlots {
     /// Whether `predictions.csv` was found, so that R*, the loss-law fit and the baseline
     /// are drawn.
     pub predictions_found: bool,
+    /// Whether `summary.json` was found; without it T1 is not marked.
+    pub summary_found: bool,
 }
 
 /// Builds the figures of one run, in the order of the table in the module docs.
@@ -69,6 +71,7 @@ pub fn plot_run(run_dir: &Path, out_dir: &Path) -> Result<RunPlots, Error> {
     Ok(RunPlots {
         files,
         predictions_found: data.predictions.is_some(),
+        summary_found: data.summary_found,
     })
 }
 
