@@ -106,7 +106,7 @@ const MIN_ROW_SUM: f64 = 1e-200;
 /// exceeds 1, so none overflows, but a row whose largest score is far below its query's
 /// largest can underflow and then goes through [`shifted_row_exp`]. Four exponentials at a
 /// time go through `wide`'s vectorized exp, which agrees with the scalar `f64::exp` to a
-/// few units in the last place (checked in the tests) and returns 0 for arguments below
+/// few units in the last place (checked in the tests). It returns 0 for arguments below
 /// about -708, where the scalar one returns subnormal numbers.
 fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Evaluation) {
     out.query_shift
@@ -117,63 +117,57 @@ fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Ev
         *shift = shift.max(score * scale);
     }
     let shifts = &out.query_shift;
+    let shift_of = |p: usize| shifts[index.pairs[p].1];
     let done = out.pair_exp.len() / 4 * 4;
     let mut blocks = out.pair_exp.chunks_exact_mut(4);
     for (block_index, block) in (&mut blocks).enumerate() {
         let start = 4 * block_index;
         let block_scores: &[f64; 4] = scores[start..start + 4].try_into().expect("4 scores");
-        let block_pairs = &index.pairs[start..start + 4];
-        let scaled = f64x4::from(*block_scores) * f64x4::splat(scale);
-        let shift = f64x4::from([
-            shifts[block_pairs[0].1],
-            shifts[block_pairs[1].1],
-            shifts[block_pairs[2].1],
-            shifts[block_pairs[3].1],
-        ]);
-        let (difference, error) = two_difference(scaled, shift);
-        let exp = difference.exp();
-        block.copy_from_slice(&exp.mul_add(error, exp).to_array());
-        for (value, argument) in block.iter_mut().zip(difference.to_array()) {
-            if !argument.is_finite() {
-                // wide's exp returns 0 for non-finite arguments, where NaN must stay NaN.
-                *value = argument.exp();
-            }
+        let shift = [
+            shift_of(start),
+            shift_of(start + 1),
+            shift_of(start + 2),
+            shift_of(start + 3),
+        ];
+        block.copy_from_slice(&shifted_exp(*block_scores, scale, shift));
+    }
+    // The last one to three pairs go through the same lanes, padded with zero arguments.
+    let remainder = blocks.into_remainder();
+    if !remainder.is_empty() {
+        let mut block_scores = [0.0; 4];
+        let mut shift = [0.0; 4];
+        for j in 0..remainder.len() {
+            block_scores[j] = scores[done + j];
+            shift[j] = shift_of(done + j);
         }
-    }
-    for (offset, value) in blocks.into_remainder().iter_mut().enumerate() {
-        let p = done + offset;
-        let (difference, error) = shifted_score(scores[p] * scale, shifts[index.pairs[p].1]);
-        let exp = difference.exp();
-        *value = exp + exp * error;
+        let values = shifted_exp(block_scores, scale, shift);
+        remainder.copy_from_slice(&values[..remainder.len()]);
     }
 }
 
-/// [`shifted_score`] on four lanes, without its special case: the error of a non-finite
-/// difference is NaN, and the caller replaces those lanes.
-fn two_difference(scaled: f64x4, shift: f64x4) -> (f64x4, f64x4) {
-    let difference = scaled - shift;
-    let shift_part = difference - scaled;
-    let scaled_part = difference - shift_part;
-    let error = (scaled - scaled_part) + (-shift - shift_part);
-    (difference, error)
-}
-
-/// Returns `scaled - shift` rounded and its exact rounding error (TwoSum), or an error of 0
-/// when the difference is not finite.
+/// Returns exp(score scale - shift) on four lanes.
 ///
 /// The difference can be several hundred, and its rounding error (up to about 3e-14) would
-/// pass unchanged into the relative error of its exponential. The callers multiply the
-/// exponential by 1 + error, so a row far below its query's shift is as accurate as a row
-/// shifted by its own maximum.
-fn shifted_score(scaled: f64, shift: f64) -> (f64, f64) {
+/// pass unchanged into the relative error of its exponential. So its exact rounding error
+/// (TwoSum) is computed too and each exponential multiplied by 1 + error, which makes a row
+/// far below its query's shift as accurate as a row shifted by its own maximum.
+fn shifted_exp(scores: [f64; 4], scale: f64, shift: [f64; 4]) -> [f64; 4] {
+    let scaled = f64x4::from(scores) * f64x4::splat(scale);
+    let shift = f64x4::from(shift);
     let difference = scaled - shift;
-    if !difference.is_finite() {
-        return (difference, 0.0);
-    }
     let shift_part = difference - scaled;
     let scaled_part = difference - shift_part;
     let error = (scaled - scaled_part) + (-shift - shift_part);
-    (difference, error)
+    let exp = difference.exp();
+    let mut values = exp.mul_add(error, exp).to_array();
+    for (value, argument) in values.iter_mut().zip(difference.to_array()) {
+        // wide's exp returns 0 for non-finite arguments, where NaN must stay NaN, and the
+        // error of a non-finite difference is NaN.
+        if !argument.is_finite() {
+            *value = argument.exp();
+        }
+    }
+    values
 }
 
 /// Fills `row` with exp(s_h - max_h s_h) from the scores of the row's pairs and returns its
