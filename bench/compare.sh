@@ -152,7 +152,7 @@ if has_case theory; then
     echo "case theory: width m = $theory_m, gradient flow to t = 280" >&2
     theory="$work/theory.toml"
     # The preset draws its reduced state from the Wishart law, which has no weights for the
-    # baselines; drawing weights and reducing them gives the same law.
+    # baselines. Drawing weights and reducing them gives the same law.
     sed -e "s/^m = .*/m = $theory_m/" -e 's/^reduced_from = .*/reduced_from = "parameters"/' \
         "$repo_dir/experiments/theory.toml" > "$theory.source"
     derive_config "$theory.source" "$theory" 10 'engine = "reduced"' 'integrator = "dopri5"' \

@@ -30,8 +30,9 @@ fn config(preset: &str, edit: impl Fn(String) -> String) -> Config {
     Config::from_toml(&edit(text)).expect("edited preset is valid")
 }
 
-/// The theory preset at width `m` for `engine`. The preset draws its reduced state from the
-/// Wishart law at m = 10^6; the parameter engine needs weights, drawn at this width.
+/// Loads the theory preset at width `m` for `engine`. The preset draws its reduced state
+/// from the Wishart law at m = 10^6, but the parameter engine needs weights, so they are
+/// drawn at this width for it.
 fn theory(m: u64, engine: EngineKind) -> Config {
     let reduced_from = match engine {
         EngineKind::Parameter => "parameters",
@@ -47,8 +48,8 @@ fn theory(m: u64, engine: EngineKind) -> Config {
     with_engine(config, engine)
 }
 
-/// The presets of the per-evaluation benchmarks: the paper's size and the theory preset
-/// at m = 1024, where the parameter engine still fits in memory.
+/// Returns the presets of the per-evaluation benchmarks: the paper's size and the theory
+/// preset at m = 1024, where the parameter engine still fits in memory.
 fn presets(engine: EngineKind) -> [(&'static str, Config); 2] {
     let paper = with_engine(config("paper-figure1.toml", |text| text), engine);
     [("paper", paper), ("theory-m1024", theory(1024, engine))]

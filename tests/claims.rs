@@ -254,7 +254,7 @@ fn missing_group_is_not_applicable() {
         assert_ne!(claim.verdict, Verdict::NotApplicable, "claim {id}");
     }
 
-    // checkpoint.json holds the same null values in the observables at T1.
+    // checkpoint.json contains the same null values in the observables at T1.
     let resume = RunOptions {
         resume: true,
         ..RunOptions::default()

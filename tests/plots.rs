@@ -288,7 +288,7 @@ fn plot_command_notes_missing_predictions() {
     assert!(run.path().join("figures").join("balance.png").exists());
 }
 
-/// A failed run keeps its trajectory but writes no summary.json; its rows are still drawn,
+/// A failed run keeps its trajectory but writes no summary.json. Its rows are still drawn,
 /// without T1, and the plot command prints a note with the reason.
 #[test]
 fn run_without_summary_is_drawn() {

@@ -122,7 +122,7 @@ fn sweep_table_has_every_run() {
         assert_eq!(row.stop_reason, "target-loss", "{}", row.run);
         assert_eq!((row.n, row.seq_len, row.m1), (12, 3, 5));
         // kappa takes m1 trace(GV(0)) / d from the drawn state, whose expectation is
-        // m1 sigma0^2 m; in these runs the two kappas differ by under 0.5%.
+        // m1 sigma0^2 m. In these runs the two kappas differ by under 0.5%.
         let law_kappa = row.beta0 + row.m1 as f64 * row.sigma0 * row.sigma0 * row.m as f64;
         assert!(
             (row.kappa / law_kappa - 1.0).abs() <= 0.02,

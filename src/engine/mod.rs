@@ -1,6 +1,6 @@
 //! The two engines that integrate the same dynamics in different coordinates.
 //!
-//! - [`ParameterEngine`] holds the weights W_V, W_K, W_Q themselves and the head W as its
+//! - [`ParameterEngine`] stores the weights W_V, W_K, W_Q themselves and the head W as its
 //!   initial value plus a rank-one change along a (state size m + 3 m d).
 //! - [`ReducedEngine`] holds the Gram-matrix state (gamma, beta, GV, S, GK, GQ), whose size
 //!   1 + d + 4 d^2 does not depend on the widths m and m1.

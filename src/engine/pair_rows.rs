@@ -145,7 +145,7 @@ impl PairRows {
     }
 }
 
-/// Where [`PairRows::update`] reads the rows that the increments multiply.
+/// Source of the rows that the increments of [`PairRows::update`] multiply.
 #[derive(Clone, Copy)]
 enum Sources<'a> {
     /// From the output blocks, before they change.

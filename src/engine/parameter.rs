@@ -383,6 +383,7 @@ mod tests {
             delta: &delta,
         };
         let eta = 0.1;
+
         let mut w = params.w.clone();
         let mut gamma = vec![0.0; 9];
         for _ in 0..3 {
@@ -394,10 +395,12 @@ mod tests {
             }
             engine.descent_step(&mut y, &sens, eta);
         }
+
         let rebuilt = engine.params(&y).w;
         for (r, e) in rebuilt.iter().zip(&w) {
             assert!((r - e).abs() <= 1e-14 * (1.0 + e.abs()), "{r} vs {e}");
         }
+
         // u from the factored form equals W^T a of the rebuilt head.
         engine.readouts(&y, &mut gamma);
         let u = rebuilt.t().dot(&params.a);

@@ -62,7 +62,7 @@ impl RunData {
             )));
         }
         // All figures but loss-law plot against log t, which cannot show t = 0, and a single
-        // point of 1/loss says nothing about the loss law, so such a run gives empty axes.
+        // point of 1/loss tells nothing about the loss law. Such a run would give empty axes.
         if trajectory.iter().all(|row| row.t <= 0.0) {
             return Err(Error::invalid_data(format!(
                 "{} has only the t = 0 row, which the log time axes of the figures cannot \
