@@ -11,12 +11,19 @@
 #   theory  the theory preset (width M, default 1024) by gradient flow to t = 280;
 #           the reduced engine (and the parameter engine) against diffrax
 #
+# The flow cases run attnflow with controller = "integral", the step-size rule of diffrax's
+# default PIDController, so that both sides use the same method, tolerances and rule; the
+# flow case adds one run of the parameter engine with attnflow's default PI rule.
+#
 # Every process runs pinned to core N (default 0) by taskset, with one thread. The Python
 # times cover the compiled loop only (no imports, loading or compilation); the attnflow
 # times cover the whole run (`wall_seconds` of summary.json, and the CPU time of the
 # process), so they also include building the dataset, recording observables and writing
 # the run folder. Both wall-clock and CPU seconds are reported, since CPU seconds suffer
-# less from other load on the machine. Each time is the median of K runs (default 1).
+# less from other load on the machine. A third column compares like with like: the
+# `solve_seconds` of summary.json (wall-clock time of the gradient steps, solver calls and
+# T1 location only) against the wall-clock time of the baseline's compiled loop. Each time
+# is the median of K runs (default 1).
 # Final losses agree when their relative difference is at most 1e-6.
 #
 # The Python packages come from bench/requirements.txt. The script creates bench/.venv with
@@ -84,8 +91,9 @@ EOF
 }
 
 # Runs attnflow K times; appends {"case", "framework", "seconds_all", "cpu_seconds_all",
-# "final_loss"}. Wall seconds are summary.json's wall_seconds; CPU seconds are the user plus
-# system time of the whole process. Usage: time_attnflow CASE LABEL CONFIG INPUT_DIR [ARGS...]
+# "solve_seconds_all", "final_loss"}. Wall and solve seconds are summary.json's
+# wall_seconds and solve_seconds; CPU seconds are the user plus system time of the whole
+# process. Usage: time_attnflow CASE LABEL CONFIG INPUT_DIR [ARGS...]
 time_attnflow() {
     local case_name="$1" label="$2" config="$3" inputs="$4"
     shift 4
@@ -94,7 +102,7 @@ time_attnflow() {
         --dataset "$inputs/dataset.npz" --init-weights "$inputs/init_weights.npz" "$@" <<'PYTHON'
 import json, os, resource, shutil, subprocess, sys
 case, label, repeats, run_dir, results, *command = sys.argv[1:]
-wall, cpu = [], []
+wall, cpu, solve = [], [], []
 for _ in range(int(repeats)):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -102,9 +110,10 @@ for _ in range(int(repeats)):
     cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     wall.append(summary["wall_seconds"])
+    solve.append(summary["solve_seconds"])
     shutil.rmtree(run_dir)
 row = {"case": case, "framework": label, "seconds_all": wall, "cpu_seconds_all": cpu,
-       "final_loss": summary["final_loss"]}
+       "solve_seconds_all": solve, "final_loss": summary["final_loss"]}
 with open(results, "a") as out:
     out.write(json.dumps(row) + "\n")
 PYTHON
@@ -140,9 +149,11 @@ if has_case flow; then
         echo "case flow: Dormand-Prince 5(4) to t = $t_end" >&2
         config="$work/flow-$t_end.toml"
         derive_config "$paper" "$config" 10 'engine = "parameter"' 'integrator = "dopri5"' \
-            'rtol = 1e-8' 'atol = 1e-12' "t_end = $t_end"
+            'rtol = 1e-8' 'atol = 1e-12' 'controller = "integral"' "t_end = $t_end"
+        sed 's/^controller = .*/controller = "pi"/' "$config" > "$config.pi"
         time_attnflow "flow-t$t_end" attnflow-parameter "$config" "$work/paper"
         time_attnflow "flow-t$t_end" attnflow-reduced "$config" "$work/paper" --engine reduced
+        time_attnflow "flow-t$t_end" attnflow-parameter-pi "$config.pi" "$work/paper"
         time_baseline "flow-t$t_end" diffrax_flow.py "$work/paper" --t-end "$t_end" \
             --rtol 1e-8 --atol 1e-12
     done
@@ -156,20 +167,21 @@ if has_case theory; then
     sed -e "s/^m = .*/m = $theory_m/" -e 's/^reduced_from = .*/reduced_from = "parameters"/' \
         "$repo_dir/experiments/theory.toml" > "$theory.source"
     derive_config "$theory.source" "$theory" 10 'engine = "reduced"' 'integrator = "dopri5"' \
-        'rtol = 1e-8' 'atol = 1e-12' 't_end = 280'
+        'rtol = 1e-8' 'atol = 1e-12' 'controller = "integral"' 't_end = 280'
     "$attnflow" init "$theory" --out "$work/theory" > /dev/null
     time_attnflow theory attnflow-reduced "$theory" "$work/theory"
     time_attnflow theory attnflow-parameter "$theory" "$work/theory" --engine parameter
     time_baseline theory diffrax_flow.py "$work/theory" --t-end 280 --rtol 1e-8 --atol 1e-12
 fi
 
-# One table row per (case, baseline, attnflow engine): median wall and CPU seconds of each
-# side, the ratios, and whether the final losses agree to 1e-6 relative.
+# One table row per (case, baseline, attnflow run): median wall, CPU and solve seconds
+# against the baseline's wall, CPU and wall seconds, the ratios, and whether the final
+# losses agree to 1e-6 relative.
 "$python" - "$results" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-print(f"{'case':<10} {'baseline':<15} {'attnflow':<19} {'wall s':>15} {'wall x':>7} "
-      f"{'CPU s':>15} {'CPU x':>7}  final losses")
+print(f"{'case':<10} {'baseline':<15} {'attnflow':<21} {'wall s':>15} {'wall x':>7} "
+      f"{'CPU s':>15} {'CPU x':>7} {'solve s':>15} {'solve x':>7}  final losses")
 for case in dict.fromkeys(row["case"] for row in rows):
     ours = [r for r in rows if r["case"] == case and r["framework"].startswith("attnflow")]
     others = [r for r in rows if r["case"] == case and not r["framework"].startswith("attnflow")]
@@ -179,11 +191,13 @@ for case in dict.fromkeys(row["case"] for row in rows):
         for mine in ours:
             wall = statistics.median(mine["seconds_all"])
             cpu = statistics.median(mine["cpu_seconds_all"])
+            solve = statistics.median(mine["solve_seconds_all"])
             gap = abs(mine["final_loss"] - other["final_loss"]) / abs(other["final_loss"])
             verdict = "agree" if gap <= 1e-6 else "DIFFER"
-            print(f"{case:<10} {other['framework']:<15} {mine['framework']:<19} "
+            print(f"{case:<10} {other['framework']:<15} {mine['framework']:<21} "
                   f"{wall:6.3f} /{other_wall:7.3f} {other_wall / wall:6.1f}x "
-                  f"{cpu:6.3f} /{other_cpu:7.3f} {other_cpu / cpu:6.1f}x  "
+                  f"{cpu:6.3f} /{other_cpu:7.3f} {other_cpu / cpu:6.1f}x "
+                  f"{solve:6.3f} /{other_wall:7.3f} {other_wall / solve:6.1f}x  "
                   f"{mine['final_loss']:.9e} / {other['final_loss']:.9e} "
                   f"({verdict}, relative gap {gap:.1e})")
 EOF

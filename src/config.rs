@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dopri5::StepRule;
 use crate::engine::EngineKind;
 use crate::error::{Error, format_value};
 use crate::integrator::{IntegratorKind, Tolerances};
@@ -141,6 +142,8 @@ pub struct TrainConfig {
     pub rtol: f64,
     #[serde(default = "default_atol")]
     pub atol: f64,
+    /// Step-size rule of the dopri5 integrator; the PI rule when absent.
+    pub controller: Option<StepRule>,
     /// Wall-clock seconds between checkpoints.
     #[serde(default = "default_checkpoint_seconds")]
     pub checkpoint_seconds: f64,
@@ -417,6 +420,24 @@ impl Config {
             }
         }
         positive("checkpoint_seconds", train.checkpoint_seconds)?;
+        match (train.controller, train.integrator) {
+            (None, _) | (Some(_), IntegratorKind::Dopri5) => {}
+            (Some(_), IntegratorKind::GradientDescent) => {
+                return Err(Error::config(
+                    "train.controller applies only to gradient flow, not to integrator \
+                     gradient-descent; remove it",
+                ));
+            }
+            (Some(StepRule::Pi), _) => {}
+            (Some(rule), other) => {
+                return Err(Error::config(format!(
+                    "train.controller = \"{}\" needs integrator = \"dopri5\"; {} uses the PI \
+                     rule only, so remove the key or change the integrator",
+                    rule.name(),
+                    other.name()
+                )));
+            }
+        }
         if let Some(target) = train.target_loss {
             positive("target_loss", target)?;
         }
@@ -486,6 +507,7 @@ impl Config {
             tolerances: Tolerances {
                 rtol: train.rtol,
                 atol: train.atol,
+                rule: train.controller.unwrap_or_default(),
             },
             t_end,
             end_is_step_limit: train.integrator == IntegratorKind::GradientDescent
@@ -658,6 +680,7 @@ mod tests {
         config.init.weights = Some(PathBuf::from("weights.npz"));
         config.train.t_end = Some(1.0);
         config.train.target_loss = Some(0.1);
+        config.train.controller = Some(StepRule::Integral);
         config.record.t_first = Some(0.1);
         let table: toml::Table = toml::from_str(&config.to_toml()).unwrap();
         let mut serialized = Vec::new();

@@ -287,6 +287,10 @@ pub struct Summary {
     /// Forward-and-backward passes over the training set.
     pub gradient_evaluations: u64,
     pub wall_seconds: f64,
+    /// The part of `wall_seconds` spent advancing the state (gradient steps, solver calls
+    /// and event location), without setup, observables or file output.
+    #[serde(default)]
+    pub solve_seconds: f64,
     pub n: usize,
     #[serde(rename = "L")]
     pub seq_len: usize,
@@ -399,6 +403,7 @@ pub fn execute(
         rejected_steps: state.counts.rejected_steps,
         gradient_evaluations: state.gradient_evaluations,
         wall_seconds: folder.wall_seconds(),
+        solve_seconds: state.solve_seconds,
         n: dynamics.data.train.len(),
         seq_len: dynamics.data.train.seq_len,
         d: dynamics.data.train.vocab_size,

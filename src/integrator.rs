@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 
 use ode_solvers::dop_shared::IntegrationError;
 
-use crate::dopri5::{self, OdeSystem};
+use crate::dopri5::{self, OdeSystem, StepRule};
 use ode_solvers::{DVector, Dop853, Dopri5, OutputType, System};
 use serde::{Deserialize, Serialize};
 
@@ -60,11 +60,13 @@ pub struct SolverCounts {
     pub rejected_steps: u64,
 }
 
-/// Tolerances of the adaptive solver.
+/// Tolerances and step-size rule of the adaptive solver.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerances {
     pub rtol: f64,
     pub atol: f64,
+    /// Step-size rule of `dopri5`; the `ode_solvers` methods always use their PI rule.
+    pub rule: StepRule,
 }
 
 /// Accepted steps per solver call. The solver keeps every accepted state of a call in
@@ -209,8 +211,9 @@ pub fn advance_flow(
         _ => dopri5::Dopri5::new(y.len()),
     };
     let n_max = attempt_limit(max_steps);
-    let controls =
+    let mut controls =
         dopri5::Controls::new(tolerances.rtol, tolerances.atol, t1 - t0, step_hint, n_max);
+    controls.rule = tolerances.rule;
     let mut problem = FlowProblem {
         dynamics,
         watch,
@@ -303,7 +306,7 @@ fn advance_ode_solvers(
     let start = DVector::from_vec(std::mem::take(y));
     let span = t1 - t0;
     let n_max = attempt_limit(max_steps);
-    let Tolerances { rtol, atol } = tolerances;
+    let Tolerances { rtol, atol, .. } = tolerances;
 
     // Sparse output stores every accepted state of the call; the chunk limit bounds them.
     // The controller settings are the solvers' defaults.
@@ -436,6 +439,7 @@ mod tests {
         let tolerances = Tolerances {
             rtol: 1e-9,
             atol: 1e-12,
+            rule: StepRule::Pi,
         };
         let advance = advance_flow(
             &mut dynamics,
@@ -469,13 +473,31 @@ mod tests {
                     advance(IntegratorKind::OdeSolversDopri5, watch, step_hint);
                 let case = format!("watch {watch:?}, hint {step_hint}");
 
-                assert_eq!(own_y, crate_y, "{case}");
-                assert_eq!(own.t, crate_run.t, "{case}");
+                // The same steps; times and states differ by rounding that the error
+                // estimate amplifies (see the tests of `dopri5`).
+                let relative = |a: f64, b: f64| (a - b).abs() / b.abs();
+                let state_gap = |a: &[f64], b: &[f64]| {
+                    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                    a.iter()
+                        .zip(b)
+                        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+                        / scale
+                };
                 assert_eq!(own.counts, crate_run.counts, "{case}");
                 assert_eq!(own.event, crate_run.event, "{case}");
-                assert_eq!(own.step_hint, crate_run.step_hint, "{case}");
                 assert_eq!(own.step_limit, crate_run.step_limit, "{case}");
-                assert_eq!(own.previous, crate_run.previous, "{case}");
+                let (own_previous, crate_previous) = (
+                    own.previous.as_ref().expect("steps were accepted"),
+                    crate_run.previous.as_ref().expect("steps were accepted"),
+                );
+                let gaps = [
+                    relative(own.t, crate_run.t),
+                    relative(own.step_hint, crate_run.step_hint),
+                    relative(own_previous.0, crate_previous.0),
+                    state_gap(&own_y, &crate_y),
+                    state_gap(&own_previous.1, &crate_previous.1),
+                ];
+                assert!(gaps.iter().all(|&gap| gap < 1e-5), "{case}: {gaps:?}");
                 // The watched runs stop at the event; the others at the chunk limit.
                 let watched = watch.target_loss.is_some();
                 assert_eq!(own.event, watched, "{case}");

@@ -11,7 +11,7 @@
 //! the checkpoint counts.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -89,10 +89,36 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
     file.commit()
 }
 
-/// Writes `value` as pretty JSON to `path` atomically.
+/// Writes `value` as pretty JSON with a final newline to `path` atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(value).expect("output types always serialize");
-    write_atomic(path, text.as_bytes())
+    stream_json(path, |writer| serde_json::to_writer_pretty(writer, value))
+}
+
+/// Writes `value` as JSON on one line to `path` atomically, for files that only programs
+/// read. A checkpoint contains the whole state, which pretty printing would spread over one
+/// line per number.
+pub fn write_json_compact(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    stream_json(path, |writer| serde_json::to_writer(writer, value))
+}
+
+/// Streams the JSON that `write` produces into a temporary file through a buffer, adds a
+/// newline, and renames the file over `path`.
+fn stream_json(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&File>) -> serde_json::Result<()>,
+) -> Result<(), Error> {
+    let file = AtomicFile::create(path)?;
+    let mut writer = BufWriter::with_capacity(1 << 16, &file.file);
+    let io_error = |e: std::io::Error| Error::io(path, e);
+    match write(&mut writer) {
+        Ok(()) => {}
+        Err(e) if e.is_io() => return Err(io_error(e.into())),
+        Err(e) => panic!("output types always serialize: {e}"),
+    }
+    writer.write_all(b"\n").map_err(io_error)?;
+    writer.flush().map_err(io_error)?;
+    drop(writer);
+    file.commit()
 }
 
 /// Reads JSON written by [`write_json`].
@@ -250,7 +276,7 @@ impl Sink for RunFolder {
             wall_seconds: self.wall_seconds(),
             state: state.clone(),
         };
-        write_json(&self.dir.join(CHECKPOINT), &checkpoint)?;
+        write_json_compact(&self.dir.join(CHECKPOINT), &checkpoint)?;
         self.last_checkpoint = Instant::now();
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! receives records and checkpoints.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +100,10 @@ pub struct RunState {
     /// integrating past the target loss.
     #[serde(default)]
     pub finished: Option<StopReason>,
+    /// Wall-clock seconds spent advancing the state (gradient steps, solver calls and
+    /// event location), without setup, observables or file output.
+    #[serde(default)]
+    pub solve_seconds: f64,
 }
 
 impl RunState {
@@ -115,6 +120,7 @@ impl RunState {
             gradient_evaluations: 0,
             rows_written: 0,
             finished: None,
+            solve_seconds: 0.0,
         }
     }
 }
@@ -222,7 +228,9 @@ fn run_descent(
         if cancel.load(Ordering::Relaxed) {
             return Ok(StopReason::Interrupted);
         }
+        let started = Instant::now();
         dynamics.evaluate_train(&state.y);
+        state.solve_seconds += started.elapsed().as_secs_f64();
         let loss = dynamics.train_eval.loss;
         if !loss.is_finite() {
             return Err(Error::NonFinite {
@@ -272,7 +280,9 @@ fn run_descent(
         }
 
         // `observe` above re-evaluated at the same state, so the sensitivities are current.
+        let started = Instant::now();
         dynamics.descent_step(&mut state.y, eta);
+        state.solve_seconds += started.elapsed().as_secs_f64();
         state.steps += 1;
         if state.steps % 256 == 0 {
             sink.progress(state);
@@ -332,6 +342,7 @@ fn run_flow(
             all_correct: state.t1.is_none(),
             target_loss: schedule.target_loss,
         };
+        let started = Instant::now();
         let advance = advance_flow(
             dynamics,
             schedule.integrator,
@@ -344,6 +355,7 @@ fn run_flow(
             schedule.max_steps - state.steps,
         )
         .map_err(|error| flow_error(error, dynamics, schedule, state.steps))?;
+        state.solve_seconds += started.elapsed().as_secs_f64();
         add_counts(state, advance.counts);
         state.t = advance.t;
         state.step_hint = advance.step_hint;
@@ -367,9 +379,11 @@ fn run_flow(
                 all_correct: true,
                 target_loss: None,
             };
+            let started = Instant::now();
             let (t1, y1) = locate_event(
                 dynamics, schedule, state, condition, t_before, &y_before, state.t,
             )?;
+            state.solve_seconds += started.elapsed().as_secs_f64();
             state.t1 = Some(t1);
             state.at_t1 = Some(dynamics.observe(t1, &y1));
         }
@@ -378,9 +392,11 @@ fn run_flow(
                 all_correct: false,
                 target_loss: schedule.target_loss,
             };
+            let started = Instant::now();
             let (t_star, y_star) = locate_event(
                 dynamics, schedule, state, condition, t_before, &y_before, state.t,
             )?;
+            state.solve_seconds += started.elapsed().as_secs_f64();
             state.t = t_star;
             state.y = y_star;
             record(dynamics, state, sink, schedule)?;

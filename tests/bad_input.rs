@@ -210,6 +210,20 @@ fn inconsistent_settings_rejected() {
             "train.eta applies only to gradient descent",
         ),
         (
+            BASE.replace("eta = 0.1", "eta = 0.1\ncontroller = \"pi\""),
+            "train.controller applies only to gradient flow",
+        ),
+        (
+            BASE.replace("\"gradient-descent\"", "\"dop853\"")
+                .replace("eta = 0.1", "t_end = 1.0\ncontroller = \"integral\""),
+            "train.controller = \"integral\" needs integrator = \"dopri5\"",
+        ),
+        (
+            BASE.replace("\"gradient-descent\"", "\"dopri5\"")
+                .replace("eta = 0.1", "t_end = 1.0\ncontroller = \"pid\""),
+            "unknown variant `pid`",
+        ),
+        (
             BASE.replace("sigma1 = 0.1", "sigma1 = 0.1\nreduced_from = \"wishart\""),
             "applies only to train.engine = \"reduced\"",
         ),

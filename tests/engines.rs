@@ -3,6 +3,7 @@
 
 mod common;
 
+use attnflow::dopri5::StepRule;
 use attnflow::dynamics::Dynamics;
 use attnflow::integrator::Tolerances;
 use common::{DISTINCT, NARROW, SAMPLED, Sizes};
@@ -105,6 +106,7 @@ fn check_flow(sizes: Sizes, seed: u64) {
     let tolerances = Tolerances {
         rtol: 1e-11,
         atol: 1e-13,
+        rule: StepRule::Pi,
     };
     for t_end in [0.5, 2.0, 6.0] {
         common::integrate(&mut parameter, &mut y, t_end, tolerances, |_, _, _| {});

@@ -2,6 +2,7 @@
 
 mod common;
 
+use attnflow::dopri5::StepRule;
 use attnflow::dynamics::Dynamics;
 use attnflow::engine::ParameterEngine;
 use attnflow::integrator::Tolerances;
@@ -21,6 +22,7 @@ fn integrate_monotone(dynamics: &mut Dynamics, y: &mut Vec<f64>, t_end: f64) {
     let tolerances = Tolerances {
         rtol: 1e-10,
         atol: 1e-12,
+        rule: StepRule::Pi,
     };
     dynamics.evaluate_train_forward(y);
     let mut previous = dynamics.train_eval.loss;

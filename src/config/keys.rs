@@ -36,6 +36,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "target_loss",
             "rtol",
             "atol",
+            "controller",
             "checkpoint_seconds",
         ],
     ),
