@@ -183,10 +183,17 @@ pub struct Segment {
 }
 
 /// Work buffers of the stepper, sized once for a state length.
+///
+/// Stage 1 of a call is f at the start state. When a call starts at the time and state
+/// where the last call ended, that value is still in the first stage buffer and is used
+/// again. So one stepper must serve one system, whose f depends only on t and y.
 pub struct Dopri5 {
     stages: [Vec<f64>; 7],
     y_new: Vec<f64>,
     previous: Vec<f64>,
+    /// Time and state at which the last call ended; the first stage buffer contains f there.
+    end_time: Option<f64>,
+    end_state: Vec<f64>,
 }
 
 impl Dopri5 {
@@ -195,6 +202,8 @@ impl Dopri5 {
             stages: std::array::from_fn(|_| vec![0.0; len]),
             y_new: vec![0.0; len],
             previous: vec![0.0; len],
+            end_time: None,
+            end_state: vec![0.0; len],
         }
     }
 
@@ -272,8 +281,12 @@ impl Dopri5 {
 
         let mut t = t0;
         let mut h = controls.h_initial;
+        // Stage 1 of the first step is f(t0, y): still there from the last call if this one
+        // continues it, or just computed by the first-step estimate.
+        let mut derivative_ready = self.end_time == Some(t0) && self.end_state == *y;
         if h == 0.0 {
             h = self.initial_step(system, controls, t0, t1, y);
+            derivative_ready = true;
         }
         let mut segment = Segment {
             t: t0,
@@ -289,7 +302,9 @@ impl Dopri5 {
         // The controller's step before the cut that lands on t1.
         let mut proposed = h;
 
-        system.rhs(t, y, &mut self.stages[0]);
+        if !derivative_ready {
+            system.rhs(t, y, &mut self.stages[0]);
+        }
         loop {
             if attempted > controls.max_steps {
                 segment.failure = Some(Failure::StepLimit { t });
@@ -313,7 +328,9 @@ impl Dopri5 {
             let mut h_new = 0.0;
             if controller.accept(err, h, &mut h_new) {
                 segment.accepted += 1;
-                let t_new = t + h;
+                // A step cut to land on t1 ends there exactly, not one rounding of t + h
+                // away, so a call that continues from t1 finds stage 1 ready.
+                let t_new = if cut { t1 } else { t + h };
                 // Rotate buffers instead of copying: previous <- y <- y_new.
                 std::mem::swap(&mut self.previous, y);
                 std::mem::swap(y, &mut self.y_new);
@@ -343,6 +360,8 @@ impl Dopri5 {
             h = h_new;
         }
 
+        self.end_time = Some(t);
+        self.end_state.copy_from_slice(y);
         segment.t = t;
         segment.step_hint = match (controls.rule, segment.accepted) {
             (_, 0) => 0.0,
@@ -829,9 +848,10 @@ mod tests {
         let step = |i: usize| times[i] - times[i - 1];
         let hint = relative(segment.step_hint, step(5).max(step(4)));
         assert!(hint < 1e-6, "step hint off by {hint:e}");
-        // Two evaluations for the first step, one for stage 1, six per attempted step.
+        // Two evaluations for the first step estimate (the first is stage 1 of the first
+        // step), six per attempted step.
         let attempted = (segment.accepted + segment.rejected) as usize;
-        assert_eq!(system.evaluations, 3 + 6 * attempted);
+        assert_eq!(system.evaluations, 2 + 6 * attempted);
     }
 
     #[test]
@@ -883,7 +903,7 @@ mod tests {
 
         let mut y = y0.clone();
         let mut stepper = Dopri5::new(y0.len());
-        let (mut t, mut calls, mut accepted) = (0.0, 0, 0);
+        let (mut t, mut calls, mut accepted, mut evaluations) = (0.0, 0, 0, 0);
         while t < 3.0 {
             let mut part = Plain {
                 evaluations: 0,
@@ -893,6 +913,7 @@ mod tests {
             let segment = stepper.integrate(&mut part, &controls, t, 3.0, &mut y);
             assert_eq!(segment.failure, None);
             accepted += segment.accepted;
+            evaluations += part.evaluations;
             t = segment.t;
             controls.h_initial = segment.step_hint;
             calls += 1;
@@ -901,6 +922,52 @@ mod tests {
         assert_eq!(accepted, single.accepted);
         assert_eq!(t, single.t);
         assert_eq!(y, y_whole);
+        // Each call after the first starts from stage 1 of the last one.
+        assert_eq!(evaluations, whole.evaluations);
+    }
+
+    #[test]
+    fn changed_state_evaluates_stage_one() {
+        let y0 = start(50);
+        let controls = Controls::new(1e-8, 1e-10, 1.0, 0.01, 100_000);
+        let mut stepper = Dopri5::new(y0.len());
+        let mut system = Plain {
+            evaluations: 0,
+            stop_after: Some(3),
+            accepted: 0,
+        };
+        let mut y = y0.clone();
+        let first = stepper.integrate(&mut system, &controls, 0.0, 1.0, &mut y);
+        assert_eq!(system.evaluations, 1 + 6 * first.accepted as usize);
+
+        // Continuing from where the call ended reuses stage 1.
+        let (mut next, t) = (
+            Plain {
+                evaluations: 0,
+                stop_after: Some(3),
+                accepted: 0,
+            },
+            first.t,
+        );
+        let second = stepper.integrate(&mut next, &controls, t, 1.0, &mut y);
+        assert_eq!(next.evaluations, 6 * second.accepted as usize);
+
+        // A changed state, or another start time, needs f again.
+        y[0] += 1e-3;
+        let mut changed = Plain {
+            evaluations: 0,
+            stop_after: Some(3),
+            accepted: 0,
+        };
+        let third = stepper.integrate(&mut changed, &controls, second.t, 1.0, &mut y);
+        assert_eq!(changed.evaluations, 1 + 6 * third.accepted as usize);
+        let mut moved = Plain {
+            evaluations: 0,
+            stop_after: Some(3),
+            accepted: 0,
+        };
+        let fourth = stepper.integrate(&mut moved, &controls, third.t + 0.1, 1.0, &mut y);
+        assert_eq!(moved.evaluations, 1 + 6 * fourth.accepted as usize);
     }
 
     #[test]

@@ -64,6 +64,16 @@ impl SideRows {
         }
         SideRows { runs, terms }
     }
+
+    /// Sets to zero the rows of `out` (rows of m entries) that receive no terms.
+    fn clear_idle_rows(&self, out: &mut [f64], m: usize) {
+        let mut next = 0;
+        for &(row, _) in &self.runs {
+            out[next * m..row * m].fill(0.0);
+            next = row + 1;
+        }
+        out[next * m..].fill(0.0);
+    }
 }
 
 impl PairRows {
@@ -85,6 +95,7 @@ impl PairRows {
 
     /// Adds the key increments to `d_keys` and the query increments to `d_queries` (both
     /// token-major d x m), reading `keys` and `queries` (token-major d x m).
+    #[cfg(test)]
     pub fn accumulate(
         &mut self,
         delta: &[f64],
@@ -95,7 +106,23 @@ impl PairRows {
         m: usize,
     ) {
         let sources = Sources::Separate { keys, queries };
-        self.update(delta, 1.0, sources, d_keys, d_queries, m);
+        self.update(delta, 1.0, sources, false, d_keys, d_queries, m);
+    }
+
+    /// Writes the key increments to `d_keys` and the query increments to `d_queries` (both
+    /// token-major d x m), reading `keys` and `queries` (token-major d x m). The old values
+    /// of the outputs are not read.
+    pub fn write(
+        &mut self,
+        delta: &[f64],
+        keys: &[f64],
+        queries: &[f64],
+        d_keys: &mut [f64],
+        d_queries: &mut [f64],
+        m: usize,
+    ) {
+        let sources = Sources::Separate { keys, queries };
+        self.update(delta, 1.0, sources, true, d_keys, d_queries, m);
     }
 
     /// Adds `scale` times both increments to `keys` and `queries` in place. Every term reads
@@ -108,20 +135,29 @@ impl PairRows {
         queries: &mut [f64],
         m: usize,
     ) {
-        self.update(delta, scale, Sources::InPlace, keys, queries, m);
+        self.update(delta, scale, Sources::InPlace, false, keys, queries, m);
     }
 
+    /// Adds the increments to the outputs, or writes them over the outputs if `overwrite`.
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &mut self,
         delta: &[f64],
         scale: f64,
         sources: Sources,
+        overwrite: bool,
         keys_out: &mut [f64],
         queries_out: &mut [f64],
         m: usize,
     ) {
         assert_eq!(keys_out.len(), queries_out.len());
         let d = keys_out.len() / m.max(1);
+        if overwrite {
+            // The sweep writes every row that receives terms, so only the others are
+            // cleared here.
+            self.keys.clear_idle_rows(keys_out, m);
+            self.queries.clear_idle_rows(queries_out, m);
+        }
         // A tile starting on a cache line is loaded without split loads, so each packed
         // panel starts at a 64-byte boundary of the buffer.
         // Packing overwrites every entry that the sweep reads, so a buffer of the right size
@@ -139,6 +175,7 @@ impl PairRows {
             delta,
             scale,
             sources,
+            overwrite,
             m,
         };
         dispatch!(update_kernel, update_avx2, (update: &Update, keys_out: &mut [f64], queries_out: &mut [f64], packed_keys: &mut [f64], packed_queries: &mut [f64]) -> ());
@@ -161,6 +198,8 @@ struct Update<'a> {
     delta: &'a [f64],
     scale: f64,
     sources: Sources<'a>,
+    /// Start each output tile from zero instead of loading it.
+    overwrite: bool,
     m: usize,
 }
 
@@ -180,6 +219,7 @@ fn update_kernel(
         delta,
         scale,
         sources,
+        overwrite,
         m,
     } = update;
     for column in (0..m).step_by(TILE) {
@@ -193,7 +233,15 @@ fn update_kernel(
         };
         for (packed, block) in [(&mut *packed_keys, keys), (&mut *packed_queries, queries)] {
             for (tile, row) in packed.chunks_exact_mut(TILE).zip(block.chunks_exact(m)) {
-                tile[..width].copy_from_slice(&row[column..column + width]);
+                if width == TILE {
+                    // A copy of known length compiles to vector moves, not a memcpy call.
+                    let source: &[f64; TILE] = row[column..column + TILE]
+                        .try_into()
+                        .expect("a full panel has TILE columns");
+                    tile.copy_from_slice(source);
+                } else {
+                    tile[..width].copy_from_slice(&row[column..column + width]);
+                }
             }
         }
         let panel = Panel {
@@ -202,6 +250,7 @@ fn update_kernel(
             m,
             delta,
             scale,
+            overwrite,
         };
         panel.add(key_side, packed_queries, keys_out);
         panel.add(query_side, packed_keys, queries_out);
@@ -215,6 +264,7 @@ struct Panel<'a> {
     m: usize,
     delta: &'a [f64],
     scale: f64,
+    overwrite: bool,
 }
 
 impl Panel<'_> {
@@ -236,7 +286,9 @@ impl Panel<'_> {
         for (row, range) in &side.runs {
             let out_tile = &mut out[row * self.m + self.column..][..width];
             let mut tile = [0.0; TILE];
-            tile[..width].copy_from_slice(out_tile);
+            if !self.overwrite {
+                tile[..width].copy_from_slice(out_tile);
+            }
             for &(p, source) in &side.terms[range.clone()] {
                 let delta = self.delta[p as usize];
                 // Pairs with Delta = 0 add nothing; the pair-by-pair loop skips them too.
@@ -402,6 +454,30 @@ mod tests {
                     rows.accumulate(&delta, &keys, &queries, &mut d_keys, &mut d_queries, m);
                     assert_eq!(d_keys, expected_keys, "key increments, {case}");
                     assert_eq!(d_queries, expected_queries, "query increments, {case}");
+
+                    // Writing over NaN gives the increments added to zeros.
+                    let zeros = vec![0.0; d * m];
+                    let (mut added_keys, mut added_queries) = (zeros.clone(), zeros);
+                    rows.accumulate(
+                        &delta,
+                        &keys,
+                        &queries,
+                        &mut added_keys,
+                        &mut added_queries,
+                        m,
+                    );
+                    let (mut written_keys, mut written_queries) =
+                        (vec![f64::NAN; d * m], vec![f64::NAN; d * m]);
+                    rows.write(
+                        &delta,
+                        &keys,
+                        &queries,
+                        &mut written_keys,
+                        &mut written_queries,
+                        m,
+                    );
+                    assert_eq!(written_keys, added_keys, "written keys, {case}");
+                    assert_eq!(written_queries, added_queries, "written queries, {case}");
 
                     let (mut stepped_keys, mut stepped_queries) = (keys.clone(), queries.clone());
                     rows.step(&delta, 1.0, &mut stepped_keys, &mut stepped_queries, m);

@@ -205,10 +205,8 @@ impl Engine for ParameterEngine {
         // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T.
         let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
         let (d_keys, d_queries) = dy[layout.k.start..layout.q.end].split_at_mut(self.d * m);
-        d_keys.iter_mut().for_each(|v| *v = 0.0);
-        d_queries.iter_mut().for_each(|v| *v = 0.0);
         self.pair_rows(sens.pairs)
-            .accumulate(sens.delta, keys, queries, d_keys, d_queries, m);
+            .write(sens.delta, keys, queries, d_keys, d_queries, m);
     }
 
     fn descent_step(&mut self, y: &mut [f64], sens: &Sensitivities, eta: f64) {
