@@ -235,10 +235,11 @@ impl Sizes {
         match engine {
             // u (m), the readouts gamma (d m), W_V rho (D m), dW_V (d m), the scores (P m)
             // and the key and query updates (2 P m). The bytes also count packing both
-            // blocks, the target rows' loads and stores, and zeroing the increments.
+            // blocks and storing the target rows, which the flow writes without zeroing or
+            // loading them first.
             EngineKind::Parameter => (
                 2.0 * m + 3.0 * d * m + 2.0 * t * m + 6.0 * p * m + self.forward_flops(),
-                24.0 * m + 112.0 * d * m + 24.0 * t * m + 32.0 * p * m,
+                24.0 * m + 80.0 * d * m + 24.0 * t * m + 32.0 * p * m,
             ),
             EngineKind::Reduced => (
                 8.0 * p * d + 11.0 * d * d + 5.0 * d + self.forward_flops(),

@@ -406,6 +406,25 @@ fn closed_stdout_keeps_outputs() {
     }
 }
 
+/// When the reader of stderr has gone, a failing command cannot print its error, but it
+/// must still exit with status 1 instead of panicking (status 101).
+#[test]
+fn closed_stderr_keeps_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("run")
+        .arg(dir.path().join("missing.toml"))
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closing the only read end makes the write of the error fail with a broken pipe.
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
 #[test]
 fn flag_fixes_invalid_file_value() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! The `sweep` and `merge` subcommands.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,7 +87,11 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
             // A second signal ends the process at once.
             std::process::exit(130);
         }
-        eprintln!("interrupted: checkpointing the running runs; press Ctrl-C again to quit now");
+        // A closed stderr must not panic the handler thread.
+        let _ = writeln!(
+            std::io::stderr(),
+            "interrupted: checkpointing the running runs; press Ctrl-C again to quit now"
+        );
     })
     .context("failed to install the Ctrl-C handler")?;
 
