@@ -7,9 +7,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dopri5;
 use crate::dynamics::Dynamics;
 use crate::error::Error;
-use crate::integrator::{EventWatch, IntegratorKind, SolverCounts, Tolerances, advance_flow};
+use crate::integrator::{
+    EventWatch, IntegratorKind, SolverCounts, StepStart, Tolerances, advance_flow,
+};
 use crate::observables::Observation;
 
 /// Reason a run ended. None of these is an error.
@@ -88,6 +91,9 @@ pub struct RunState {
     pub y: Vec<f64>,
     /// First step size for the next solver call.
     pub step_hint: f64,
+    /// fac_old of the PI rule for the next `dopri5` call.
+    #[serde(default = "fresh_memory")]
+    pub step_memory: f64,
     /// End of Phase 1: the first time every training sample has y F > 0.
     pub t1: Option<f64>,
     pub at_t1: Option<Observation>,
@@ -106,6 +112,10 @@ pub struct RunState {
     pub solve_seconds: f64,
 }
 
+fn fresh_memory() -> f64 {
+    dopri5::FRESH_MEMORY
+}
+
 impl RunState {
     pub fn new(y: Vec<f64>) -> RunState {
         RunState {
@@ -114,6 +124,7 @@ impl RunState {
             next_record: 0,
             y,
             step_hint: 0.0,
+            step_memory: dopri5::FRESH_MEMORY,
             t1: None,
             at_t1: None,
             counts: SolverCounts::default(),
@@ -186,6 +197,7 @@ fn non_finite_hint(schedule: &Schedule, steps: u64) -> String {
     }
 }
 
+/// Records the row of the current state.
 fn record(
     dynamics: &mut Dynamics,
     state: &mut RunState,
@@ -193,10 +205,42 @@ fn record(
     schedule: &Schedule,
 ) -> Result<Observation, Error> {
     let row = dynamics.observe(state.t, &state.y);
+    write_row(row, state, sink, schedule)
+}
+
+/// Records the row at time `t` in (t_start, state.t) of the last solver step, which began
+/// at `t_start`, from the dense output of the `dopri5` stepper.
+fn record_between(
+    dynamics: &mut Dynamics,
+    state: &mut RunState,
+    sink: &mut dyn Sink,
+    schedule: &Schedule,
+    t: f64,
+    t_start: f64,
+) -> Result<Observation, Error> {
+    let stepper = dynamics
+        .stepper
+        .take()
+        .expect("the dopri5 stepper made the last step");
+    let h = state.t - t_start;
+    let mut y = vec![0.0; state.y.len()];
+    stepper.interpolate(&state.y, h, (t - t_start) / h, &mut y);
+    dynamics.stepper = Some(stepper);
+    let row = dynamics.observe(t, &y);
+    write_row(row, state, sink, schedule)
+}
+
+/// Writes `row` to the trajectory after checking that it is finite.
+fn write_row(
+    row: Observation,
+    state: &mut RunState,
+    sink: &mut dyn Sink,
+    schedule: &Schedule,
+) -> Result<Observation, Error> {
     if let Some(quantity) = row.first_non_finite() {
         return Err(Error::NonFinite {
             quantity: quantity.to_string(),
-            time: state.t,
+            time: row.t,
             hint: non_finite_hint(schedule, state.steps),
         });
     }
@@ -290,8 +334,12 @@ fn run_descent(
     }
 }
 
-/// Gradient flow: solver calls between output times, with event location for T1 and for
-/// the target loss.
+/// Gradient flow: solver calls with event location for T1 and for the target loss.
+///
+/// `dopri5` steps across output times and takes their rows from the dense output of the
+/// step that reached them, so its steps do not depend on the output grid. Each of its calls
+/// ends at the first step that reaches the next output time. The `ode_solvers` methods have no
+/// dense output here, so each of their calls lands on the next output time.
 fn run_flow(
     dynamics: &mut Dynamics,
     schedule: &Schedule,
@@ -307,19 +355,36 @@ fn run_flow(
         }
     }
 
+    let dense = schedule.integrator == IntegratorKind::Dopri5;
+    // Start of the last accepted step, while the stepper's dense output covers it.
+    let mut step_start: Option<f64> = None;
+    // Whether `state` is where the last `dopri5` call ended, with f there in the stepper.
+    let mut continues = false;
     // Time of the last row written, so that a stop at an output time is not recorded twice.
     let mut recorded_at: Option<f64> = None;
     loop {
-        let record_due = state.next_record < schedule.record_times.len()
-            && state.t >= schedule.record_times[state.next_record];
-        if record_due {
-            let row = record(dynamics, state, sink, schedule)?;
-            recorded_at = Some(state.t);
+        while state.next_record < schedule.record_times.len()
+            && state.t >= schedule.record_times[state.next_record]
+        {
+            let t_row = schedule.record_times[state.next_record];
+            let row = match step_start {
+                Some(t_start) if dense && t_row < state.t => {
+                    record_between(dynamics, state, sink, schedule, t_row, t_start)?
+                }
+                _ => {
+                    recorded_at = Some(state.t);
+                    record(dynamics, state, sink, schedule)?
+                }
+            };
             state.next_record += 1;
             sink.checkpoint(state, false)?;
-            if schedule
-                .target_loss
-                .is_some_and(|target| row.loss <= target)
+            // Rows from the dense output lie before state.t, where the run cannot stop. A
+            // crossing of the target loss inside a step is located as an event instead.
+            let at_state = row.t == state.t;
+            if at_state
+                && schedule
+                    .target_loss
+                    .is_some_and(|target| row.loss <= target)
             {
                 return Ok(StopReason::TargetLoss);
             }
@@ -337,11 +402,13 @@ fn run_flow(
             return Ok(StopReason::Interrupted);
         }
 
-        let target_time = schedule.record_times[state.next_record];
+        let next_output = schedule.record_times[state.next_record];
         let watch = EventWatch {
             all_correct: state.t1.is_none(),
             target_loss: schedule.target_loss,
+            stop_at: if dense { Some(next_output) } else { None },
         };
+        let call_end = if dense { schedule.t_end } else { next_output };
         let started = Instant::now();
         let advance = advance_flow(
             dynamics,
@@ -350,8 +417,12 @@ fn run_flow(
             watch,
             &mut state.y,
             state.t,
-            target_time,
-            state.step_hint,
+            call_end,
+            StepStart {
+                step: state.step_hint,
+                memory: state.step_memory,
+                continues,
+            },
             schedule.max_steps - state.steps,
         )
         .map_err(|error| flow_error(error, dynamics, schedule, state.steps))?;
@@ -359,6 +430,11 @@ fn run_flow(
         add_counts(state, advance.counts);
         state.t = advance.t;
         state.step_hint = advance.step_hint;
+        state.step_memory = advance.memory;
+        continues = dense;
+        if let Some((t_start, _)) = &advance.previous {
+            step_start = Some(*t_start);
+        }
         sink.progress(state);
         check_state_finite(state, schedule)?;
 
@@ -377,7 +453,7 @@ fn run_flow(
         if all_correct {
             let condition = EventWatch {
                 all_correct: true,
-                target_loss: None,
+                ..EventWatch::default()
             };
             let started = Instant::now();
             let (t1, y1) = locate_event(
@@ -389,14 +465,23 @@ fn run_flow(
         }
         if low_loss {
             let condition = EventWatch {
-                all_correct: false,
                 target_loss: schedule.target_loss,
+                ..EventWatch::default()
             };
             let started = Instant::now();
             let (t_star, y_star) = locate_event(
                 dynamics, schedule, state, condition, t_before, &y_before, state.t,
             )?;
             state.solve_seconds += started.elapsed().as_secs_f64();
+            // Output times of the last step before the stop still get their rows.
+            while dense
+                && state.next_record < schedule.record_times.len()
+                && schedule.record_times[state.next_record] < t_star
+            {
+                let t_row = schedule.record_times[state.next_record];
+                record_between(dynamics, state, sink, schedule, t_row, t_before)?;
+                state.next_record += 1;
+            }
             state.t = t_star;
             state.y = y_star;
             record(dynamics, state, sink, schedule)?;
@@ -462,7 +547,7 @@ fn integrate_to(
             y,
             t,
             t_end,
-            hint,
+            StepStart::fresh(hint),
             budget,
         )?;
         add_counts(state, advance.counts);

@@ -199,6 +199,62 @@ fn flow_stops_at_target_loss() {
     );
 }
 
+/// dopri5 reads the rows from its dense output, so the output grid does not change its
+/// steps: runs with 5 and 60 output times end in the same state, bit for bit.
+#[test]
+fn flow_steps_independent_of_output_grid() {
+    for rule in ["pi", "integral"] {
+        let mut ends = Vec::new();
+        for points in [5, 60] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = flow_config()
+                .replace("points = 30", &format!("points = {points}"))
+                .replace("target_loss = 0.01", &format!("controller = \"{rule}\""));
+            run(dir.path(), &config, &[]);
+            assert_eq!(
+                trajectory(dir.path()).len(),
+                points + 1,
+                "{rule}, {points} points"
+            );
+            ends.push(summary(dir.path()));
+        }
+        assert_eq!(ends[0].steps, ends[1].steps, "{rule}");
+        assert_eq!(ends[0].final_t, ends[1].final_t, "{rule}");
+        assert_eq!(ends[0].final_loss, ends[1].final_loss, "{rule}");
+        assert_eq!(ends[0].t1, ends[1].t1, "{rule}");
+    }
+}
+
+/// Rows from dopri5's dense output agree with the rows of ode-solvers-dopri5, which lands a
+/// step on each output time, to about the solver tolerance.
+#[test]
+fn dense_rows_match_landed_rows() {
+    let mut runs = Vec::new();
+    for integrator in ["dopri5", "ode-solvers-dopri5"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = flow_config()
+            .replace(
+                "integrator = \"dopri5\"",
+                &format!("integrator = \"{integrator}\""),
+            )
+            .replace("target_loss = 0.01", "rtol = 1e-10\natol = 1e-12");
+        run(dir.path(), &config, &[]);
+        runs.push(trajectory(dir.path()));
+    }
+    assert_eq!(runs[0].len(), runs[1].len());
+    for (dense, landed) in runs[0].iter().zip(&runs[1]) {
+        assert_eq!(dense.t, landed.t);
+        let gap = (dense.loss - landed.loss).abs() / landed.loss;
+        assert!(
+            gap < 1e-7,
+            "t = {}: losses {} and {}",
+            dense.t,
+            dense.loss,
+            landed.loss
+        );
+    }
+}
+
 /// Exported inputs replayed through --dataset and --init-weights give the same run.
 #[test]
 fn replay_from_npz_is_exact() {

@@ -5,7 +5,7 @@
 
 use attnflow::dynamics::Dynamics;
 use attnflow::engine::{ParameterEngine, ReducedEngine, ReducedState};
-use attnflow::integrator::{EventWatch, IntegratorKind, Tolerances, advance_flow};
+use attnflow::integrator::{EventWatch, IntegratorKind, StepStart, Tolerances, advance_flow};
 use attnflow::model::{Dims, InitScheme, Params};
 use attnflow::task::{FillerMode, TaskData, TaskSpec};
 use rand::SeedableRng;
@@ -123,7 +123,7 @@ pub fn integrate(
             y,
             t,
             t_end,
-            hint,
+            StepStart::fresh(hint),
             1_000_000,
         )
         .unwrap();
