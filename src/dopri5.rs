@@ -858,6 +858,44 @@ mod tests {
     }
 
     #[test]
+    fn fallback_kernels_match_dispatched() {
+        // The generic kernels run on CPUs without AVX2 and FMA; they must give the same bits.
+        let n = 1501;
+        let vector = |seed: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104_729) % 10_007) as f64 / 10_007.0 - 0.5) * 3.0)
+                .collect()
+        };
+        let y = vector(0);
+        let stages: Vec<Vec<f64>> = (1..=7).map(vector).collect();
+        let h = 0.013;
+        let a = tableau::A[4];
+        let refs: [&Vec<f64>; 5] = std::array::from_fn(|j| &stages[j]);
+        let w: [f64; 5] = std::array::from_fn(|j| h * a[j]);
+        let (mut generic, mut dispatched) = (vec![0.0; n], vec![0.0; n]);
+        stage_sum_kernel(refs.map(|stage| &stage[..]), w, &y, &mut generic);
+        stage_sum(refs, a, h, &y, &mut dispatched);
+        assert_eq!(generic, dispatched, "stage sum");
+
+        let (mut partial_generic, mut partial_dispatched) = (vec![0.0; n], vec![0.0; n]);
+        solution_sum_kernel(
+            refs.map(|stage| &stage[..]),
+            &w,
+            &y,
+            &mut generic,
+            &mut partial_generic,
+        );
+        solution_sum(refs, &w, &y, &mut dispatched, &mut partial_dispatched);
+        assert_eq!(generic, dispatched, "5th-order solution");
+        assert_eq!(partial_generic, partial_dispatched, "error estimate part");
+
+        let k7 = &stages[6];
+        let generic_sum = error_sum_kernel(&partial_generic, k7, &generic, &y, 1e-6, 1e-9);
+        let dispatched_sum = error_sum(&partial_generic, k7, &generic, &y, 1e-6, 1e-9);
+        assert_eq!(generic_sum.to_bits(), dispatched_sum.to_bits(), "error sum");
+    }
+
+    #[test]
     fn integral_rule_factors() {
         // (err, accepted, ratio of the next step to this one): 0.9 err^(-1/5), in [1, 10]
         // after an accepted step and in [0.2, 0.9] after a rejected one.

@@ -92,6 +92,34 @@ mod tests {
         }
     }
 
+    /// Values of mixed signs and magnitudes, so that any change of rounding shows.
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        (0..len as u64)
+            .map(|i| {
+                let bits = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
+                (bits % 20_011) as f64 / 997.0 - 10.0 + (bits % 7) as f64 * 1e-9
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fallback_kernels_match_dispatched() {
+        // The builds for CPUs without AVX2 and FMA run the generic kernels, whose mul_add
+        // is a correctly rounded library call: the results must be the same bits.
+        for len in [0, 1, 7, 8, 9, 33, 1001] {
+            let (x, y) = (values(len, 1), values(len, 2));
+            assert_eq!(
+                dot_kernel(&x, &y).to_bits(),
+                dot(&x, &y).to_bits(),
+                "dot, len {len}"
+            );
+            let (mut generic, mut dispatched) = (y.clone(), y.clone());
+            axpy_kernel(0.37, &x, &mut generic);
+            axpy(0.37, &x, &mut dispatched);
+            assert_eq!(generic, dispatched, "axpy, len {len}");
+        }
+    }
+
     #[test]
     fn axpy_adds_scaled() {
         let mut y = vec![1.0, 2.0, 3.0];

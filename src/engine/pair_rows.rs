@@ -322,6 +322,11 @@ pub fn pair_dots(rows: &PairRows, keys: &[f64], queries: &[f64], out: &mut [f64]
         unsafe { pair_dots_avx2(side, keys, queries, out, m) };
         return;
     }
+    pair_dots_generic(side, keys, queries, out, m);
+}
+
+/// Computes [`pair_dots`] on CPUs without AVX2 and FMA.
+fn pair_dots_generic(side: &SideRows, keys: &[f64], queries: &[f64], out: &mut [f64], m: usize) {
     for (row, range) in &side.runs {
         let key = &keys[row * m..][..m];
         for &(p, source) in &side.terms[range.clone()] {
@@ -557,5 +562,59 @@ mod tests {
         rows.step(&delta, eta, &mut in_place_keys, &mut in_place_queries, m);
         assert_eq!(in_place_keys, stepped_keys);
         assert_eq!(in_place_queries, stepped_queries);
+    }
+
+    #[test]
+    fn fallback_kernels_match_dispatched() {
+        // The generic kernels run on CPUs without AVX2 and FMA; they must give the same bits.
+        let (d, m) = (9, 70);
+        let value = |i: usize| ((i * 7919 % 10_007) as f64 / 10_007.0 - 0.5) * 3.0;
+        let keys: Vec<f64> = (0..d * m).map(value).collect();
+        let queries: Vec<f64> = (0..d * m).map(|i| value(i + 31)).collect();
+        let pairs: PairList = vec![
+            (1, 4),
+            (0, 0),
+            (5, 1),
+            (2, 2),
+            (1, 3),
+            (5, 4),
+            (8, 7),
+            (1, 1),
+        ]
+        .into();
+        let delta: Vec<f64> = (0..pairs.len()).map(|p| value(p + 3)).collect();
+        let mut rows = PairRows::new(&pairs);
+
+        let mut dispatched = vec![0.0; pairs.len()];
+        pair_dots(&rows, &keys, &queries, &mut dispatched, m);
+        let mut generic = vec![0.0; pairs.len()];
+        pair_dots_generic(&rows.keys, &keys, &queries, &mut generic, m);
+        assert_eq!(generic, dispatched, "scores");
+
+        let (mut d_keys, mut d_queries) = (vec![0.0; d * m], vec![0.0; d * m]);
+        rows.write(&delta, &keys, &queries, &mut d_keys, &mut d_queries, m);
+        let (mut generic_keys, mut generic_queries) = (vec![0.0; d * m], vec![0.0; d * m]);
+        let (mut packed_keys, mut packed_queries) = (vec![0.0; d * TILE], vec![0.0; d * TILE]);
+        let update = Update {
+            key_side: &rows.keys,
+            query_side: &rows.queries,
+            delta: &delta,
+            scale: 1.0,
+            sources: Sources::Separate {
+                keys: &keys,
+                queries: &queries,
+            },
+            overwrite: true,
+            m,
+        };
+        update_kernel(
+            &update,
+            &mut generic_keys,
+            &mut generic_queries,
+            &mut packed_keys,
+            &mut packed_queries,
+        );
+        assert_eq!(generic_keys, d_keys, "key increments");
+        assert_eq!(generic_queries, d_queries, "query increments");
     }
 }

@@ -372,3 +372,38 @@ impl ReducedEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_pair_products_match_dispatched() {
+        // The generic kernel runs on CPUs without AVX2 and FMA; it must give the same bits.
+        let d = 7;
+        let value = |i: usize| ((i * 7919 % 10_007) as f64 / 10_007.0 - 0.5) * 3.0;
+        let matrix = |seed: usize| -> Vec<f64> { (0..d * d).map(|i| value(i + seed)).collect() };
+        let sources = [matrix(1), matrix(2), matrix(3), matrix(4)];
+        let pairs = [(1, 4), (0, 0), (5, 1), (2, 2), (1, 3), (6, 6)];
+        let delta = [0.3, -1.7, 0.0, 2.2, 1e-3, -0.4];
+        let start: Vec<Vec<f64>> = (5..9).map(matrix).collect();
+
+        let [mut a, mut b, mut c, mut e] = std::array::from_fn(|i| start[i].clone());
+        pair_products(
+            &pairs,
+            &delta,
+            sources.each_ref().map(|m| &m[..]),
+            [&mut a, &mut b, &mut c, &mut e],
+            d,
+        );
+        let [mut ga, mut gb, mut gc, mut ge] = std::array::from_fn(|i| start[i].clone());
+        pair_products_kernel(
+            &pairs,
+            &delta,
+            sources.each_ref().map(|m| &m[..]),
+            [&mut ga, &mut gb, &mut gc, &mut ge],
+            d,
+        );
+        assert_eq!([ga, gb, gc, ge], [a, b, c, e]);
+    }
+}
