@@ -257,11 +257,50 @@ fn std_of(matrices: &[&ndarray::Array2<f64>]) -> f64 {
 ///
 /// The hash covers toml's own serialization, not the text of config.toml, so a change in
 /// how config.toml is laid out does not make checkpoints and sweep results of earlier
-/// versions look like those of another config.
+/// versions look like those of another config. Input files enter by the SHA-256 of their
+/// contents instead of their paths, so the config that a run folder saves, which names the
+/// folder's copies of its inputs, has the hash of the config that named the originals.
 pub fn config_hash(config: &Config) -> String {
-    let text = toml::to_string_pretty(config).expect("a config always serializes");
-    let digest = Sha256::digest(text.as_bytes());
+    let mut identity = config.clone();
+    for file in [&mut identity.task.dataset, &mut identity.init.weights]
+        .into_iter()
+        .flatten()
+    {
+        // A file that cannot be read enters by its path; the run then stops with the
+        // error of reading it.
+        if let Ok(bytes) = std::fs::read(&*file) {
+            *file = PathBuf::from(format!("sha256:{}", hex_digest(&bytes)));
+        }
+    }
+    let text = toml::to_string_pretty(&identity).expect("a config always serializes");
+    hex_digest(text.as_bytes())
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the inputs of a run into `out` and returns the config to save there, which names
+/// those copies relative to the folder. Input files are copied byte for byte; drawn inputs
+/// are written from `prepared`.
+fn save_inputs(config: &Config, prepared: &Prepared, out: &Path) -> Result<Config, Error> {
+    let mut saved = config.clone();
+    let copy = |source: &Path, name: &str| -> Result<PathBuf, Error> {
+        let bytes = std::fs::read(source).map_err(|e| Error::io(source, e))?;
+        output::write_atomic(&out.join(name), &bytes)?;
+        Ok(PathBuf::from(name))
+    };
+    match &config.task.dataset {
+        Some(path) => saved.task.dataset = Some(copy(path, output::DATASET)?),
+        None => npz::write_dataset(&out.join(output::DATASET), &prepared.dynamics.data)?,
+    }
+    match (&config.init.weights, &prepared.params) {
+        (Some(path), _) => saved.init.weights = Some(copy(path, output::INIT_WEIGHTS)?),
+        (None, Some(params)) => npz::write_weights(&out.join(output::INIT_WEIGHTS), params)?,
+        (None, None) => {}
+    }
+    Ok(saved)
 }
 
 /// Contents of `summary.json`.
@@ -345,13 +384,14 @@ pub fn execute(
         loaded
     } else {
         remove_earlier_outputs(out)?;
-        output::write_atomic(&out.join(output::CONFIG), config.to_toml().as_bytes())?;
-        if options.save_inputs {
-            npz::write_dataset(&out.join(output::DATASET), &prepared.dynamics.data)?;
-            if let Some(params) = &prepared.params {
-                npz::write_weights(&out.join(output::INIT_WEIGHTS), params)?;
-            }
-        }
+        // With the inputs saved, the folder's config names its own copies, so the folder
+        // stays usable when the original files move.
+        let saved = if options.save_inputs {
+            save_inputs(config, &prepared, out)?
+        } else {
+            config.clone()
+        };
+        output::write_atomic(&out.join(output::CONFIG), saved.to_toml().as_bytes())?;
         (RunState::new(prepared.y0.clone()), 0.0)
     };
     let rows = state.rows_written;

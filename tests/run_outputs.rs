@@ -284,6 +284,64 @@ fn replay_from_npz_is_exact() {
     }
 }
 
+/// A run folder made from input files names its own copies of them, so it can still be
+/// checked and resumed after the original files, and the folder itself, have moved.
+#[test]
+fn run_folder_survives_moved_inputs() {
+    let first = tempfile::tempdir().unwrap();
+    run(first.path(), DESCENT, &[]);
+    let inputs = tempfile::tempdir().unwrap();
+    for name in ["dataset.npz", "init_weights.npz"] {
+        std::fs::copy(
+            first.path().join("run").join(name),
+            inputs.path().join(name),
+        )
+        .unwrap();
+    }
+
+    let second = tempfile::tempdir().unwrap();
+    let dataset = inputs.path().join("dataset.npz");
+    let weights = inputs.path().join("init_weights.npz");
+    run(
+        second.path(),
+        DESCENT,
+        &[
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--init-weights",
+            weights.to_str().unwrap(),
+        ],
+    );
+    let saved = std::fs::read_to_string(second.path().join("run/config.toml")).unwrap();
+    assert!(saved.contains("dataset = \"dataset.npz\""), "{saved}");
+    assert!(saved.contains("weights = \"init_weights.npz\""), "{saved}");
+    let copy = std::fs::read(second.path().join("run/dataset.npz")).unwrap();
+    assert_eq!(
+        copy,
+        std::fs::read(&dataset).unwrap(),
+        "the copy is byte for byte"
+    );
+
+    drop(inputs);
+    let moved = tempfile::tempdir().unwrap();
+    let folder = moved.path().join("moved-run");
+    std::fs::rename(second.path().join("run"), &folder).unwrap();
+    for args in [
+        vec!["check", folder.to_str().unwrap()],
+        vec!["run", "--resume", "--out", folder.to_str().unwrap()],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// The reduced engine, started from the same weights, reproduces the parameter engine's
 /// gradient-descent run to rounding error.
 #[test]
