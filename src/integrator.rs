@@ -95,6 +95,16 @@ impl EventWatch {
             .is_some_and(|target| dynamics.train_eval.loss <= target);
         correct || low_loss
     }
+
+    /// Returns a continuous measure of how far `dynamics` is past a single condition:
+    /// positive (or zero for the target loss) where it is met, negative where it is not.
+    /// With both conditions set it measures the sample margins.
+    pub fn distance(&self, dynamics: &Dynamics) -> f64 {
+        match self.target_loss {
+            Some(target) if !self.all_correct => target - dynamics.train_eval.loss,
+            _ => dynamics.min_margin(),
+        }
+    }
 }
 
 /// Start of the step-size control of a solver call.

@@ -561,10 +561,11 @@ fn integrate_to(
 /// t_a (state `y_a`) and holds at t_b (state `state.y`), where t_a and t_b are the ends of
 /// the last accepted solver step.
 ///
-/// Bisects on the stepper's dense output for `dopri5`, and on re-integrated states for the
-/// `ode_solvers` methods. Stops when the bracket is narrower than 1e-12 relative to t_b, or
-/// when re-integration uses up the step limit, and returns the right end of the bracket and
-/// its state.
+/// For `dopri5` it searches the stepper's dense output by the Illinois variant of regula
+/// falsi on [`EventWatch::distance`], with a bisection after any step that fails to halve
+/// the bracket. For the `ode_solvers` methods it bisects on re-integrated states. It stops
+/// when the bracket is narrower than 1e-12 relative to t_b, or when re-integration uses up
+/// the step limit, and returns the right end of the bracket and its state.
 #[allow(clippy::too_many_arguments)]
 fn locate_event(
     dynamics: &mut Dynamics,
@@ -583,22 +584,52 @@ fn locate_event(
         .take()
         .expect("the dopri5 stepper made the last step");
     let h = t_b - t_a;
-    let (mut low, mut high) = (0.0, 1.0);
     let mut y_high = state.y.clone();
     let mut y_mid = vec![0.0; state.y.len()];
+    // Distances at both ends of the step: not met at t_a, met at t_b.
+    let mut distance_at = |theta: f64, y_mid: &mut Vec<f64>| {
+        stepper.interpolate(&state.y, h, theta, y_mid);
+        dynamics.evaluate_train_forward(y_mid);
+        (condition.is_met(dynamics), condition.distance(dynamics))
+    };
+    let (mut low, mut high) = (0.0, 1.0);
+    let (mut f_low, mut f_high) = (
+        distance_at(0.0, &mut y_mid).1,
+        distance_at(1.0, &mut y_mid).1,
+    );
+    // Which end moved last: an end that stays twice has its distance halved (Illinois).
+    let mut last_moved_high: Option<bool> = None;
+    let mut bisect = false;
     for _ in 0..100 {
-        if (high - low) * h <= 1e-12 * t_b.abs().max(f64::MIN_POSITIVE) {
+        let width = high - low;
+        if width * h <= 1e-12 * t_b.abs().max(f64::MIN_POSITIVE) {
             break;
         }
-        let mid = 0.5 * (low + high);
-        stepper.interpolate(&state.y, h, mid, &mut y_mid);
-        dynamics.evaluate_train_forward(&y_mid);
-        if condition.is_met(dynamics) {
-            high = mid;
-            y_high.copy_from_slice(&y_mid);
+        let secant = low + width * f_low / (f_low - f_high);
+        let theta = if !bisect && secant > low && secant < high {
+            secant
         } else {
-            low = mid;
+            0.5 * (low + high)
+        };
+        let (met, distance) = distance_at(theta, &mut y_mid);
+        if met {
+            high = theta;
+            f_high = distance;
+            y_high.copy_from_slice(&y_mid);
+            if last_moved_high == Some(true) {
+                f_low *= 0.5;
+            }
+            last_moved_high = Some(true);
+        } else {
+            low = theta;
+            f_low = distance;
+            if last_moved_high == Some(false) {
+                f_high *= 0.5;
+            }
+            last_moved_high = Some(false);
         }
+        // A step that did not halve the bracket is followed by a bisection.
+        bisect = high - low > 0.5 * width;
     }
     dynamics.stepper = Some(stepper);
     let t_event = if high == 1.0 { t_b } else { t_a + high * h };
