@@ -86,7 +86,8 @@ pub struct RunArgs {
     pub seed: Option<u64>,
 
     /// Final time t (flow time units); overrides train.t_end.
-    #[arg(long)]
+    // A negative value is read as a value, so that validation names it, not as a flag.
+    #[arg(long, allow_negative_numbers = true)]
     pub t_end: Option<f64>,
 
     /// Do not write dataset.npz and init_weights.npz into the output folder.

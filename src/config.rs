@@ -239,7 +239,7 @@ impl Config {
     fn parse_toml(text: &str) -> Result<Config, Error> {
         let table: toml::Table = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
         keys::check_keys(&table)?;
-        toml::from_str(text).map_err(|e| Error::config(e.to_string()))
+        toml::from_str(text).map_err(|e| Error::config(plain_type_names(&e.to_string())))
     }
 
     /// Writes the config as TOML that reads back to an equal config, with short floats.
@@ -517,6 +517,19 @@ impl Config {
             record_times: self.record.times(t_end)?,
         })
     }
+}
+
+/// Replaces serde's names of integer types in a parse error by what a config must contain,
+/// so that `m = 1e6` is reported as needing a whole number, not a `u64`.
+fn plain_type_names(message: &str) -> String {
+    let mut text = message.to_string();
+    for name in ["u64", "usize", "u32"] {
+        text = text.replace(
+            &format!("expected {name}"),
+            "expected a whole number >= 0 in plain digits (write 1000000, not 1e6 or 1000000.0)",
+        );
+    }
+    text
 }
 
 /// Puts the config file's path in front of the message of a configuration error.

@@ -274,6 +274,18 @@ fn syntax_and_type_errors_rejected() {
         &config_error(&BASE.replace("\"sampled\"", "\"sampeld\"")),
         "unknown variant `sampeld`",
     );
+    // Integer keys name what they need in plain words, not as a Rust type.
+    for text in [
+        BASE.replace("m = 8", "m = 1e6"),
+        BASE.replace("n = 12", "n = -12"),
+    ] {
+        let error = config_error(&text);
+        assert_contains(&error, "expected a whole number >= 0 in plain digits");
+        assert!(
+            !error.contains("u64") && !error.contains("usize"),
+            "{error}"
+        );
+    }
 }
 
 #[test]

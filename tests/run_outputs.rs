@@ -539,6 +539,19 @@ fn closed_stderr_keeps_exit_status() {
     assert_eq!(status.code(), Some(1));
 }
 
+/// A negative --t-end is read as a value and rejected by name, not taken for a flag.
+#[test]
+fn negative_flag_value_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_command(dir.path(), &flow_config())
+        .args(["--t-end", "-5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("train.t_end = -5 is invalid"), "{stderr}");
+}
+
 #[test]
 fn flag_fixes_invalid_file_value() {
     let dir = tempfile::tempdir().unwrap();
