@@ -329,8 +329,6 @@ fn check_command(run_dir: &std::path::Path) -> Result<i32> {
 
 fn init_command(args: InitArgs) -> Result<i32> {
     let config = Config::from_file(&args.config)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("failed to create {}", args.out.display()))?;
     let prepared = experiment::prepare(&config)?;
     let Some(params) = &prepared.params else {
         anyhow::bail!(
@@ -340,6 +338,9 @@ fn init_command(args: InitArgs) -> Result<i32> {
             args.config.display()
         );
     };
+    // Created only now, so that a config with nothing to write leaves no empty folder.
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("failed to create {}", args.out.display()))?;
     npz::write_dataset(&args.out.join(output::DATASET), &prepared.dynamics.data)?;
     npz::write_weights(&args.out.join(output::INIT_WEIGHTS), params)?;
     crate::outln!(

@@ -539,6 +539,36 @@ fn closed_stderr_keeps_exit_status() {
     assert_eq!(status.code(), Some(1));
 }
 
+/// `attnflow init` on a config that draws the reduced state directly has no weights to
+/// write: it fails with the fix named and leaves no empty folder behind.
+#[test]
+fn init_without_weights_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DESCENT
+        .replace("engine = \"parameter\"", "engine = \"reduced\"")
+        .replace(
+            "scheme = \"gaussian\"",
+            "scheme = \"gaussian\"\nreduced_from = \"wishart\"",
+        );
+    let path = dir.path().join("wishart.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = dir.path().join("inputs");
+    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("init")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("set init.reduced_from = \"parameters\""),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
 /// A negative --t-end is read as a value and rejected by name, not taken for a flag.
 #[test]
 fn negative_flag_value_named() {

@@ -120,9 +120,9 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
         crate::outln!("failed: {name}: {message}")?;
     }
     crate::outln!(
-        "wrote {} ({} rows)",
+        "wrote {} ({})",
         args.out.join(crate::sweep::table::RUNS_TABLE).display(),
-        report.rows
+        count(report.rows, "row")
     )?;
 
     if report.interrupted + report.not_started > 0 {
@@ -136,9 +136,9 @@ pub fn sweep_command(args: SweepArgs) -> Result<i32> {
 pub fn merge_command(args: MergeArgs) -> Result<i32> {
     let report = merge(&args.dirs, &args.out)?;
     crate::outln!(
-        "wrote {} ({} rows)",
+        "wrote {} ({})",
         args.out.join(crate::sweep::table::RUNS_TABLE).display(),
-        report.rows.len()
+        count(report.rows.len(), "row")
     )?;
     if report.missing.is_empty() {
         return Ok(0);
@@ -149,4 +149,13 @@ pub fn merge_command(args: MergeArgs) -> Result<i32> {
         report.missing.join(", ")
     )?;
     Ok(1)
+}
+
+/// Formats `n` with `noun`, adding "s" unless n is 1.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
