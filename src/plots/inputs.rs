@@ -136,6 +136,21 @@ pub struct SweepRun {
 /// Columns of `runs.csv` that the width-scaling figure needs; others are ignored.
 const SWEEP_COLUMNS: [&str; 4] = ["m", "seed", "t1_kappa", "c_over_beta"];
 
+/// Columns of `runs.csv` that describe a run's config apart from m and the seed. The
+/// figure averages over the seeds at each m, so these must not vary. sigma0 and sigma1
+/// follow m under the theory scheme and are checked only under the others.
+const FIXED_COLUMNS: [&str; 9] = [
+    "n",
+    "L",
+    "d",
+    "m1",
+    "engine",
+    "integrator",
+    "init_scheme",
+    "c0",
+    "c1",
+];
+
 /// Reads a sweep's `runs.csv`. Empty cells and `NaN` read as NaN (a run without T1 or
 /// without a loss-law fit); the figure leaves those points out.
 pub fn read_sweep(path: &Path) -> Result<Vec<SweepRun>, Error> {
@@ -153,6 +168,7 @@ pub fn read_sweep(path: &Path) -> Result<Vec<SweepRun>, Error> {
     }
 
     let mut runs = Vec::new();
+    let mut records = Vec::new();
     for (row, record) in reader.records().enumerate() {
         let record = record.map_err(|e| csv_error(path, e))?;
         let number = |column: usize| -> Result<f64, Error> {
@@ -175,8 +191,48 @@ pub fn read_sweep(path: &Path) -> Result<Vec<SweepRun>, Error> {
             t1_kappa: number(2)?,
             c_over_beta: number(3)?,
         });
+        records.push(record);
     }
+    check_one_setting(path, &headers, &records)?;
     Ok(runs)
+}
+
+/// Rejects a sweep whose runs differ in a config column other than m and the seed, which
+/// the width-scaling figure would pool into one mean per width.
+fn check_one_setting(
+    path: &Path,
+    headers: &csv::StringRecord,
+    records: &[csv::StringRecord],
+) -> Result<(), Error> {
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let values = |index: usize| -> Vec<&str> {
+        let mut seen: Vec<&str> = Vec::new();
+        for record in records {
+            let value = record.get(index).unwrap_or("").trim();
+            if !seen.contains(&value) {
+                seen.push(value);
+            }
+        }
+        seen
+    };
+    let theory = column("init_scheme").is_some_and(|i| values(i) == ["theory"]);
+    let sigmas: &[&str] = if theory { &[] } else { &["sigma0", "sigma1"] };
+    for &name in FIXED_COLUMNS.iter().chain(sigmas) {
+        let Some(index) = column(name) else {
+            continue;
+        };
+        let seen = values(index);
+        if seen.len() > 1 {
+            return Err(Error::invalid_data(format!(
+                "the runs of {} differ in `{name}` ({}) as well as in m, and the width-scaling \
+                 figure would average them together at each m; plot one value at a time by \
+                 keeping only its rows in a copy of the file",
+                path.display(),
+                seen.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn csv_error(path: &Path, error: csv::Error) -> Error {
@@ -233,6 +289,25 @@ mod tests {
         );
         assert!(runs[1].c_over_beta.is_nan());
         assert!(runs[1].t1_kappa.is_nan());
+    }
+
+    #[test]
+    fn sweep_of_two_settings_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "m,seed,init_scheme,c1,sigma0,t1_kappa,c_over_beta\n\
+                    64,0,theory,0.1,0.01,1.4,38\n128,0,theory,0.1,0.007,2.2,20\n";
+        // sigma0 follows m under the theory scheme, so one setting reads fine.
+        assert_eq!(
+            read_sweep(&write(dir.path(), "one.csv", text))
+                .unwrap()
+                .len(),
+            2
+        );
+        let two = format!("{text}64,1,theory,0.3,0.01,1.5,30\n");
+        let error = read_sweep(&write(dir.path(), "two.csv", &two))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("differ in `c1` (0.1, 0.3)"), "{error}");
     }
 
     #[test]
