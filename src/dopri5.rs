@@ -142,6 +142,10 @@ pub struct Controls {
     /// fac_old of the PI rule at the start: [`FRESH_MEMORY`] for a new start, or
     /// [`Segment::memory`] of the call this one continues.
     pub memory: f64,
+    /// Count rejected steps before the first accepted step of the call, which `ode_solvers`
+    /// leaves out. A run that counts them has counts that do not depend on where it is cut
+    /// into calls.
+    pub count_early_rejections: bool,
     /// The call starts from the state at which the last call of the same stepper ended,
     /// for the same system, so stage 1 need not be evaluated again. The caller vouches for
     /// this; the stepper only checks the time.
@@ -163,6 +167,7 @@ impl Controls {
             h_initial,
             max_steps,
             memory: FRESH_MEMORY,
+            count_early_rejections: false,
             continues: false,
         }
     }
@@ -364,7 +369,7 @@ impl Dopri5 {
                 }
             } else {
                 last = false;
-                if segment.accepted >= 1 {
+                if segment.accepted >= 1 || controls.count_early_rejections {
                     segment.rejected += 1;
                 }
             }
@@ -411,8 +416,9 @@ impl Dopri5 {
             y,
             controls.rtol,
             controls.atol,
+            h,
         );
-        h.abs() * (sum / y.len() as f64).sqrt()
+        (sum / y.len() as f64).sqrt()
     }
 
     /// First step by the estimate of `ode_solvers` (two evaluations of f).
@@ -464,17 +470,26 @@ impl Dopri5 {
     }
 }
 
-/// Sum over i of (e_i / (atol + rtol max(|y_i|, |y_new_i|)))^2, where e = `partial` +
-/// E_7 k7 is the error estimate divided by h.
+/// Sum over i of (e_i / (atol + rtol max(|y_i|, |y_new_i|)))^2, where e = h (`partial` +
+/// E_7 k7) is the error estimate. It is multiplied by h before the division, so that a
+/// large derivative over a small step does not overflow the square.
 ///
 /// Adds the squares in eight running sums in a fixed order, so the result does not depend
 /// on the machine.
-fn error_sum(partial: &[f64], k7: &[f64], y_new: &[f64], y: &[f64], rtol: f64, atol: f64) -> f64 {
+fn error_sum(
+    partial: &[f64],
+    k7: &[f64],
+    y_new: &[f64],
+    y: &[f64],
+    rtol: f64,
+    atol: f64,
+    h: f64,
+) -> f64 {
     let n = y.len();
     assert_eq!(partial.len(), n);
     assert_eq!(k7.len(), n);
     assert_eq!(y_new.len(), n);
-    dispatch!(error_sum_kernel, error_sum_avx2, (partial: &[f64], k7: &[f64], y_new: &[f64], y: &[f64], rtol: f64, atol: f64) -> f64);
+    dispatch!(error_sum_kernel, error_sum_avx2, (partial: &[f64], k7: &[f64], y_new: &[f64], y: &[f64], rtol: f64, atol: f64, h: f64) -> f64);
 }
 
 #[inline(always)]
@@ -485,11 +500,12 @@ fn error_sum_kernel(
     y: &[f64],
     rtol: f64,
     atol: f64,
+    h: f64,
 ) -> f64 {
     const LANES: usize = 8;
     let e7 = tableau::E[5];
     let ratio = |partial: f64, k7: f64, y_new: f64, y: f64| {
-        let estimate = k7.mul_add(e7, partial);
+        let estimate = k7.mul_add(e7, partial) * h;
         estimate / rtol.mul_add(y.abs().max(y_new.abs()), atol)
     };
     let whole = y.len() / LANES * LANES;
@@ -613,9 +629,13 @@ impl Controller {
     /// [0.2, 0.9] after a rejected one (fac_min, safety and fac_max of the controls).
     fn accept_integral(&mut self, err: f64, h: f64, h_new: &mut f64) -> bool {
         let c = &self.controls;
+        // A NaN error (from a non-finite stage) rejects the step and shrinks it as much as
+        // allowed, as the PI rule does, so that the step-size test ends the call.
         let accepted = err <= 1.0;
         let factor = if err == 0.0 {
             c.fac_max
+        } else if err.is_nan() {
+            c.fac_min
         } else {
             c.safety * err.powf(-0.2)
         };
@@ -890,9 +910,42 @@ mod tests {
         assert_eq!(partial_generic, partial_dispatched, "error estimate part");
 
         let k7 = &stages[6];
-        let generic_sum = error_sum_kernel(&partial_generic, k7, &generic, &y, 1e-6, 1e-9);
-        let dispatched_sum = error_sum(&partial_generic, k7, &generic, &y, 1e-6, 1e-9);
+        let generic_sum = error_sum_kernel(&partial_generic, k7, &generic, &y, 1e-6, 1e-9, h);
+        let dispatched_sum = error_sum(&partial_generic, k7, &generic, &y, 1e-6, 1e-9, h);
         assert_eq!(generic_sum.to_bits(), dispatched_sum.to_bits(), "error sum");
+    }
+
+    #[test]
+    fn non_finite_field_ends_call() {
+        // f turns NaN for t > 0.5: both rules must shrink the step until it underflows,
+        // not spin through the whole step budget.
+        struct Poisoned;
+        impl OdeSystem for Poisoned {
+            fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
+                for (d, v) in dy.iter_mut().zip(y) {
+                    *d = if t > 0.5 { f64::NAN } else { -v };
+                }
+            }
+            fn accepted(&mut self, _t: f64, _y: &[f64], _dy: &[f64]) -> bool {
+                false
+            }
+        }
+        for rule in [StepRule::Pi, StepRule::Integral] {
+            let mut controls = Controls::new(1e-8, 1e-10, 2.0, 0.0, 1_000_000);
+            controls.rule = rule;
+            let mut y = vec![1.0; 8];
+            let segment = Dopri5::new(8).integrate(&mut Poisoned, &controls, 0.0, 2.0, &mut y);
+            assert!(
+                matches!(segment.failure, Some(Failure::StepSizeUnderflow { .. })),
+                "{rule:?}: {:?}",
+                segment.failure
+            );
+            assert!(
+                segment.accepted + segment.rejected < 2000,
+                "{rule:?}: {segment:?}"
+            );
+            assert!(segment.step_hint.is_finite(), "{rule:?}: {segment:?}");
+        }
     }
 
     #[test]
@@ -935,6 +988,7 @@ mod tests {
             let y0 = start(300);
             let mut controls = Controls::new(1e-9, 1e-11, 3.0, 0.0, 100_000);
             controls.rule = rule;
+            controls.count_early_rejections = true;
             let mut whole = Plain {
                 evaluations: 0,
                 stop_after: None,
@@ -947,6 +1001,7 @@ mod tests {
             let mut y = y0.clone();
             let mut stepper = Dopri5::new(y0.len());
             let (mut t, mut calls, mut accepted, mut evaluations) = (0.0, 0, 0, 0);
+            let mut rejected = 0;
             while t < 3.0 {
                 let mut part = Plain {
                     evaluations: 0,
@@ -962,10 +1017,12 @@ mod tests {
                 controls.memory = segment.memory;
                 controls.continues = true;
                 calls += 1;
+                rejected += segment.rejected;
             }
             let case = format!("{rule:?}");
             assert!(calls > 3, "{case}: {calls} calls");
             assert_eq!(accepted, single.accepted, "{case}");
+            assert_eq!(rejected, single.rejected, "{case}");
             assert_eq!(t, single.t, "{case}");
             assert_eq!(y, y_whole, "{case}");
             // Each call after the first starts from stage 1 of the last one.

@@ -259,6 +259,7 @@ pub fn advance_flow(
     controls.rule = tolerances.rule;
     controls.memory = start.memory;
     controls.continues = start.continues;
+    controls.count_early_rejections = true;
     let mut problem = FlowProblem {
         dynamics,
         watch,

@@ -363,6 +363,7 @@ fn run_flow(
     // Time of the last row written, so that a stop at an output time is not recorded twice.
     let mut recorded_at: Option<f64> = None;
     loop {
+        let rows_before = state.rows_written;
         while state.next_record < schedule.record_times.len()
             && state.t >= schedule.record_times[state.next_record]
         {
@@ -377,7 +378,6 @@ fn run_flow(
                 }
             };
             state.next_record += 1;
-            sink.checkpoint(state, false)?;
             // Rows from the dense output lie before state.t, where the run cannot stop. A
             // crossing of the target loss inside a step is located as an event instead.
             let at_state = row.t == state.t;
@@ -388,6 +388,11 @@ fn run_flow(
             {
                 return Ok(StopReason::TargetLoss);
             }
+        }
+        // Only after every row up to state.t: a checkpoint between two rows of one step
+        // would resume with rows before state.t left to write and no dense output for them.
+        if state.rows_written > rows_before {
+            sink.checkpoint(state, false)?;
         }
         if state.t >= schedule.t_end {
             return Ok(StopReason::ReachedEnd);
@@ -450,6 +455,21 @@ fn run_flow(
             .target_loss
             .is_some_and(|target| dynamics.train_eval.loss <= target);
 
+        // The target loss first: a run that stops before T1 within the same step has no T1.
+        let stop = if low_loss {
+            let condition = EventWatch {
+                target_loss: schedule.target_loss,
+                ..EventWatch::default()
+            };
+            let started = Instant::now();
+            let located = locate_event(
+                dynamics, schedule, state, condition, t_before, &y_before, state.t,
+            )?;
+            state.solve_seconds += started.elapsed().as_secs_f64();
+            Some(located)
+        } else {
+            None
+        };
         if all_correct {
             let condition = EventWatch {
                 all_correct: true,
@@ -460,19 +480,12 @@ fn run_flow(
                 dynamics, schedule, state, condition, t_before, &y_before, state.t,
             )?;
             state.solve_seconds += started.elapsed().as_secs_f64();
-            state.t1 = Some(t1);
-            state.at_t1 = Some(dynamics.observe(t1, &y1));
+            if stop.as_ref().is_none_or(|(t_star, _)| t1 <= *t_star) {
+                state.t1 = Some(t1);
+                state.at_t1 = Some(dynamics.observe(t1, &y1));
+            }
         }
-        if low_loss {
-            let condition = EventWatch {
-                target_loss: schedule.target_loss,
-                ..EventWatch::default()
-            };
-            let started = Instant::now();
-            let (t_star, y_star) = locate_event(
-                dynamics, schedule, state, condition, t_before, &y_before, state.t,
-            )?;
-            state.solve_seconds += started.elapsed().as_secs_f64();
+        if let Some((t_star, y_star)) = stop {
             // Output times of the last step before the stop still get their rows.
             while dense
                 && state.next_record < schedule.record_times.len()

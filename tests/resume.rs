@@ -477,3 +477,65 @@ fn summary_records_version_hash_seed() {
     let other = Config::from_toml(&DESCENT.replace("seed = 7", "seed = 70")).unwrap();
     assert_ne!(attnflow::experiment::config_hash(&other), hash);
 }
+
+/// Every checkpoint of a dopri5 run must come after all the rows up to its time, because a
+/// resumed run has no dense output for rows left inside the step it resumes after. The
+/// check runs on every checkpoint a run asks for, with many output times per step.
+#[test]
+fn checkpoints_follow_all_rows_of_a_step() {
+    use attnflow::observables::Observation;
+    use attnflow::run::{RunState, Sink, run};
+
+    struct Checker {
+        times: Vec<f64>,
+        rows: usize,
+        checkpoints: usize,
+    }
+    impl Sink for Checker {
+        fn record(
+            &mut self,
+            _row: &Observation,
+            _state: &RunState,
+        ) -> Result<(), attnflow::error::Error> {
+            self.rows += 1;
+            Ok(())
+        }
+        fn checkpoint(
+            &mut self,
+            state: &RunState,
+            _force: bool,
+        ) -> Result<(), attnflow::error::Error> {
+            let due = self.times.iter().filter(|&&t| t <= state.t).count();
+            assert_eq!(state.next_record, due, "checkpoint at t = {}", state.t);
+            assert_eq!(state.rows_written, due, "checkpoint at t = {}", state.t);
+            self.checkpoints += 1;
+            Ok(())
+        }
+    }
+
+    let text = FLOW.replace("t_end = 1e7", "t_end = 50.0").replace(
+        "grid = \"log\"\npoints = 200\nt_first = 0.05",
+        "grid = \"linear\"\npoints = 2000",
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let schedule = config.schedule().unwrap();
+    let mut prepared = attnflow::experiment::prepare(&config).unwrap();
+    let mut state = RunState::new(prepared.y0.clone());
+    let mut sink = Checker {
+        times: schedule.record_times.clone(),
+        rows: 0,
+        checkpoints: 0,
+    };
+    run(
+        &mut prepared.dynamics,
+        &schedule,
+        &mut state,
+        &mut sink,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(sink.rows, schedule.record_times.len());
+    assert!(sink.checkpoints > 10, "{} checkpoints", sink.checkpoints);
+    // Many output times per step, so that rows and checkpoints interleave within a step.
+    assert!(state.steps * 4 < sink.rows as u64, "{} steps", state.steps);
+}

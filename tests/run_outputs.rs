@@ -200,29 +200,72 @@ fn flow_stops_at_target_loss() {
 }
 
 /// dopri5 reads the rows from its dense output, so the output grid does not change its
-/// steps: runs with 5 and 60 output times end in the same state, bit for bit.
+/// steps: runs with 5 and 300 output times end in the same state, bit for bit, with the same
+/// step counts. The loose case (reduced engine, rtol 1e-6) rejects steps, some of them the
+/// first trial step of a solver call.
 #[test]
 fn flow_steps_independent_of_output_grid() {
-    for rule in ["pi", "integral"] {
+    let loose = "\nrtol = 1e-6\natol = 1e-9";
+    let cases = [
+        ("pi", "parameter", ""),
+        ("integral", "parameter", ""),
+        ("integral", "reduced", loose),
+    ];
+    let mut rejected = 0;
+    for (rule, engine, tolerances) in cases {
         let mut ends = Vec::new();
-        for points in [5, 60] {
+        for points in [5, 300] {
             let dir = tempfile::tempdir().unwrap();
             let config = flow_config()
+                .replace("\"parameter\"", &format!("\"{engine}\""))
+                .replace("t_end = 200.0", &format!("t_end = 200.0{tolerances}"))
                 .replace("points = 30", &format!("points = {points}"))
                 .replace("target_loss = 0.01", &format!("controller = \"{rule}\""));
             run(dir.path(), &config, &[]);
-            assert_eq!(
-                trajectory(dir.path()).len(),
-                points + 1,
-                "{rule}, {points} points"
-            );
+            let case = format!("{rule}, {engine}{tolerances}, {points} points");
+            assert_eq!(trajectory(dir.path()).len(), points + 1, "{case}");
             ends.push(summary(dir.path()));
         }
-        assert_eq!(ends[0].steps, ends[1].steps, "{rule}");
-        assert_eq!(ends[0].final_t, ends[1].final_t, "{rule}");
-        assert_eq!(ends[0].final_loss, ends[1].final_loss, "{rule}");
-        assert_eq!(ends[0].t1, ends[1].t1, "{rule}");
+        let case = format!("{rule}, {engine}{tolerances}");
+        assert_eq!(ends[0].steps, ends[1].steps, "{case}");
+        assert_eq!(ends[0].rejected_steps, ends[1].rejected_steps, "{case}");
+        assert_eq!(ends[0].final_t, ends[1].final_t, "{case}");
+        assert_eq!(ends[0].final_loss, ends[1].final_loss, "{case}");
+        assert_eq!(ends[0].t1, ends[1].t1, "{case}");
+        rejected += ends[0].rejected_steps;
     }
+    assert!(rejected > 0, "no case rejected a step");
+}
+
+/// A target loss reached just before T1, within the same solver step, stops the run with
+/// no T1: the run never had every sample correct.
+#[test]
+fn target_loss_just_before_t1_reports_no_t1() {
+    let free = tempfile::tempdir().unwrap();
+    run(
+        free.path(),
+        &flow_config().replace("target_loss = 0.01", ""),
+        &[],
+    );
+    let first = summary(free.path());
+    let t1 = first.t1.expect("T1 is reached");
+    let loss_at_t1 = first.at_t1.expect("observables at T1").loss;
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("target_loss = {:e}", loss_at_t1 * (1.0 + 1e-9));
+    run(
+        dir.path(),
+        &flow_config().replace("target_loss = 0.01", &target),
+        &[],
+    );
+    let stopped = summary(dir.path());
+    assert_eq!(format!("{:?}", stopped.stop_reason), "TargetLoss");
+    assert!(
+        stopped.final_t < t1,
+        "stopped at {} after T1 = {t1}",
+        stopped.final_t
+    );
+    assert_eq!(stopped.t1, None);
 }
 
 /// Rows from dopri5's dense output agree with the rows of ode-solvers-dopri5, which lands a
