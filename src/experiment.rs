@@ -418,7 +418,9 @@ pub fn execute(
     let reason = match result {
         Ok(reason) => reason,
         Err(error) => {
-            log::error!("run failed at t = {:e}: {error}", state.t);
+            // The caller reports the error itself, so at the default log level it is not
+            // printed twice.
+            log::debug!("run failed at t = {:e}: {error}", state.t);
             return Err(error);
         }
     };
