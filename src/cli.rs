@@ -295,6 +295,12 @@ fn run_command(args: RunArgs) -> Result<i32> {
         summary.final_test_loss
     )?;
     crate::outln!("outputs in {}", args.out.display())?;
+    if summary.stop_reason == StopReason::Interrupted {
+        crate::outln!(
+            "continue with: attnflow run --resume --out {}",
+            args.out.display()
+        )?;
+    }
     if args.check && summary.stop_reason != StopReason::Interrupted {
         crate::outln!()?;
         check_command(&args.out)?;
@@ -311,7 +317,7 @@ fn stop_text(reason: StopReason) -> &'static str {
         StopReason::ReachedEnd => "reached t_end",
         StopReason::TargetLoss => "reached the target loss",
         StopReason::StepLimit => "reached the step limit",
-        StopReason::Interrupted => "interrupted; continue with --resume",
+        StopReason::Interrupted => "interrupted",
     }
 }
 
