@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ReducedInit};
+use crate::dopri5::StepRule;
 use crate::dynamics::Dynamics;
 use crate::engine::{Engine, EngineKind, ParameterEngine, ReducedEngine, ReducedState};
 use crate::error::Error;
@@ -262,6 +263,11 @@ fn std_of(matrices: &[&ndarray::Array2<f64>]) -> f64 {
 /// folder's copies of its inputs, has the hash of the config that named the originals.
 pub fn config_hash(config: &Config) -> String {
     let mut identity = config.clone();
+    // The PI rule is the default, so naming it gives the hash of leaving it out, which is
+    // also the hash of configs from before the key existed.
+    if identity.train.controller == Some(StepRule::Pi) {
+        identity.train.controller = None;
+    }
     for file in [&mut identity.task.dataset, &mut identity.init.weights]
         .into_iter()
         .flatten()

@@ -237,6 +237,49 @@ fn flow_steps_independent_of_output_grid() {
     assert!(rejected > 0, "no case rejected a step");
 }
 
+/// The saved config writes out dopri5's default step-size rule, and naming that default
+/// keeps the hash of leaving it out.
+#[test]
+fn default_controller_written_and_hashed_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &flow_config(), &[]);
+    let saved = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(saved.contains("controller = \"pi\""), "{saved}");
+
+    let hash = |text: &str| {
+        attnflow::experiment::config_hash(&attnflow::config::Config::from_toml(text).unwrap())
+    };
+    let named = flow_config().replace("t_end = 200.0", "t_end = 200.0\ncontroller = \"pi\"");
+    let integral =
+        flow_config().replace("t_end = 200.0", "t_end = 200.0\ncontroller = \"integral\"");
+    assert_eq!(hash(&flow_config()), hash(&named));
+    assert_ne!(hash(&flow_config()), hash(&integral));
+}
+
+/// `check` on a folder whose input file is gone names the missing file.
+#[test]
+fn check_reports_missing_input() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), DESCENT, &[]);
+    std::fs::remove_file(dir.path().join("run/dataset.npz")).unwrap();
+    let config = dir.path().join("run/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // Point the config at the removed copy, as a run made from an input file does.
+    std::fs::write(
+        &config,
+        text.replace("[task]\n", "[task]\ndataset = \"dataset.npz\"\n"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_attnflow"))
+        .arg("check")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("dataset.npz not found"), "{stderr}");
+}
+
 /// A target loss reached just before T1, within the same solver step, stops the run with
 /// no T1: the run never had every sample correct.
 #[test]

@@ -5,14 +5,21 @@
 //! `format_value` prints it (plain when its size lies in [1e-4, 1e16), scientific
 //! otherwise). Both forms use the shortest digits that read back to the same f64.
 
+use crate::dopri5::StepRule;
 use crate::error::format_value;
+use crate::integrator::IntegratorKind;
 
 use super::Config;
 
 /// Writes `config` as TOML: top-level keys first, then one `[section]` per table, with keys
 /// in the order of the config's fields.
 pub(super) fn config_to_toml(config: &Config) -> String {
-    let table = toml::Table::try_from(config).expect("a config always serializes");
+    // The step-size rule of dopri5 is written out even when it was left at its default.
+    let mut resolved = config.clone();
+    if resolved.train.integrator == IntegratorKind::Dopri5 && resolved.train.controller.is_none() {
+        resolved.train.controller = Some(StepRule::Pi);
+    }
+    let table = toml::Table::try_from(&resolved).expect("a config always serializes");
     let mut text = String::new();
     // Every key after a `[section]` header belongs to that section, so the top-level keys
     // go first.

@@ -41,6 +41,9 @@ impl RunRecord {
             )));
         }
         let checkpoint: Checkpoint = output::read_json(&dir.join(output::CHECKPOINT))?;
+        // Prepared first, so that a missing input file is reported as missing: the hash
+        // of a config whose input cannot be read never matches.
+        let prepared = experiment::prepare(&config)?;
         if checkpoint.config_hash != experiment::config_hash(&config) {
             return Err(Error::invalid_data(format!(
                 "{} belongs to a different config than {}; check a folder written by one run",
@@ -49,7 +52,6 @@ impl RunRecord {
             )));
         }
 
-        let prepared = experiment::prepare(&config)?;
         let engine = prepared.dynamics.engine();
         checkpoint.check_layout(engine.kind(), &dir.join(output::CHECKPOINT))?;
         if checkpoint.state.y.len() != engine.state_len() {
