@@ -464,6 +464,26 @@ fn fresh_run_removes_stale_outputs() {
     assert!(folder.join("summary.json").exists());
 }
 
+/// A fresh run into the folder of an interrupted run is rejected, because it would delete
+/// the checkpoint; the folder of a finished run is replaced.
+#[test]
+fn fresh_run_keeps_interrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), DESCENT, &[]);
+    let path = dir.path().join("run/summary.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"stop_reason\": \"step-limit\""), "{text}");
+    run(dir.path(), DESCENT, &[]);
+
+    std::fs::write(&path, text.replace("\"step-limit\"", "\"interrupted\"")).unwrap();
+    let output = run_command(dir.path(), DESCENT).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds a run interrupted"), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert!(dir.path().join("run/checkpoint.json").exists());
+}
+
 /// A flow run that uses up its step budget at an output time writes that row once.
 #[test]
 fn flow_step_limit_writes_no_duplicate() {
