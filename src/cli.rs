@@ -277,7 +277,7 @@ fn run_command(args: RunArgs) -> Result<i32> {
         save_inputs: !args.no_save_inputs,
     };
     if !args.resume {
-        refuse_interrupted_run(&args.out)?;
+        reject_interrupted_run(&args.out)?;
     }
     let summary = experiment::execute(&config, &args.out, &options, &cancel)?;
 
@@ -315,15 +315,15 @@ fn run_command(args: RunArgs) -> Result<i32> {
     })
 }
 
-/// Rejects a fresh run into a folder that holds an interrupted run, whose checkpoint the
+/// Rejects a fresh run into a folder that contains an interrupted run, whose checkpoint the
 /// fresh run would delete. A finished or failed run there is replaced as before.
-fn refuse_interrupted_run(out: &std::path::Path) -> Result<()> {
+fn reject_interrupted_run(out: &std::path::Path) -> Result<()> {
     let Ok(summary) = output::read_json::<experiment::Summary>(&out.join(output::SUMMARY)) else {
         return Ok(());
     };
     if summary.stop_reason == StopReason::Interrupted {
         anyhow::bail!(
-            "{} holds a run interrupted at t = {:e}; continue it with `attnflow run --resume \
+            "{} contains a run interrupted at t = {:e}; continue it with `attnflow run --resume \
              --out {}`, or remove the folder or choose another --out to start again",
             out.display(),
             summary.final_t,

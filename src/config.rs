@@ -431,8 +431,8 @@ impl Config {
             (Some(StepRule::Pi), _) => {}
             (Some(rule), other) => {
                 return Err(Error::config(format!(
-                    "train.controller = \"{}\" needs integrator = \"dopri5\"; {} uses the PI \
-                     rule only, so remove the key or change the integrator",
+                    "train.controller = \"{}\" needs train.integrator = \"dopri5\"; {} uses \
+                     the PI rule only, so remove train.controller or change the integrator",
                     rule.name(),
                     other.name()
                 )));
@@ -474,8 +474,8 @@ impl Config {
             _ => {
                 if train.eta.is_some() {
                     return Err(Error::config(format!(
-                        "train.eta applies only to gradient descent, not to integrator {}; \
-                         remove it",
+                        "train.eta applies only to gradient descent, not to train.integrator = \
+                         \"{}\"; remove it",
                         train.integrator.name()
                     )));
                 }

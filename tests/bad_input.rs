@@ -216,7 +216,7 @@ fn inconsistent_settings_rejected() {
         (
             BASE.replace("\"gradient-descent\"", "\"dop853\"")
                 .replace("eta = 0.1", "t_end = 1.0\ncontroller = \"integral\""),
-            "train.controller = \"integral\" needs integrator = \"dopri5\"",
+            "train.controller = \"integral\" needs train.integrator = \"dopri5\"",
         ),
         (
             BASE.replace("\"gradient-descent\"", "\"dopri5\"")

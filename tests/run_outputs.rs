@@ -479,7 +479,7 @@ fn fresh_run_keeps_interrupted_run() {
     let output = run_command(dir.path(), DESCENT).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("holds a run interrupted"), "{stderr}");
+    assert!(stderr.contains("contains a run interrupted"), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
     assert!(dir.path().join("run/checkpoint.json").exists());
 }
