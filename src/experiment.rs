@@ -383,6 +383,13 @@ pub fn execute(
                 schedule.record_times.len()
             )));
         }
+        // A finished run has nothing to continue: its files stay as they are.
+        if loaded.0.finished.is_some() {
+            if let Ok(summary) = output::read_json::<Summary>(&out.join(output::SUMMARY)) {
+                log::info!("the run in {} had already finished", out.display());
+                return Ok(summary);
+            }
+        }
         // Check results describe the trajectory as it was; a resumed run extends it.
         if loaded.0.finished.is_none() {
             remove_outputs(out, &[crate::theory::CHECK, crate::theory::PREDICTIONS])?;

@@ -235,10 +235,13 @@ fn resume_of_finished_run_changes_nothing() {
         let trajectory = read(&dir.path().join("trajectory.csv"));
         let summary = summary_without_time(dir.path());
 
+        let written = read(&dir.path().join("summary.json"));
         let again = execute(&config, dir.path(), &options(true), &AtomicBool::new(false)).unwrap();
         assert_eq!(again.stop_reason, first.stop_reason);
         assert_eq!(read(&dir.path().join("trajectory.csv")), trajectory);
         assert_eq!(summary_without_time(dir.path()), summary);
+        // Not even the wall time is rewritten.
+        assert_eq!(read(&dir.path().join("summary.json")), written);
     }
 }
 

@@ -436,16 +436,15 @@ fn growing_margins(context: &Context) -> ClaimResult {
     let first_positive = rows
         .iter()
         .find(|row| token_margins(row).iter().all(|&margin| margin > 0.0))
-        .map_or("never".to_string(), |row| format!("{:.3e}", row.t));
+        .map_or("never all positive".to_string(), |row| {
+            format!("all positive from t = {:.3e}", row.t)
+        });
     let holds = smallest_margin > 0.0 && readouts_hold && growing;
     result(
         7,
         statement,
         smallest_margin,
-        format!(
-            "min margin {smallest_margin:.3e}; all positive from t = {first_positive}; growing: \
-             {growing}"
-        ),
+        format!("min margin {smallest_margin:.3e}; {first_positive}; growing: {growing}"),
         format!("margins > 0 and non-decreasing; |gamma| >= {READOUT_ORDER_ONE}"),
         Verdict::from_bool(holds),
     )
