@@ -317,7 +317,7 @@ fn run_command(args: RunArgs) -> Result<i32> {
 
 /// Rejects a fresh run into a folder that contains an interrupted run, whose checkpoint the
 /// fresh run would delete. A finished or failed run there is replaced as before.
-fn reject_interrupted_run(out: &std::path::Path) -> Result<()> {
+fn reject_interrupted_run(out: &Path) -> Result<()> {
     let Ok(summary) = output::read_json::<experiment::Summary>(&out.join(output::SUMMARY)) else {
         return Ok(());
     };

@@ -424,8 +424,8 @@ impl Config {
             (None, _) | (Some(_), IntegratorKind::Dopri5) => {}
             (Some(_), IntegratorKind::GradientDescent) => {
                 return Err(Error::config(
-                    "train.controller applies only to gradient flow, not to integrator \
-                     gradient-descent; remove it",
+                    "train.controller applies only to gradient flow, not to \
+                     train.integrator = \"gradient-descent\"; remove it",
                 ));
             }
             (Some(StepRule::Pi), _) => {}

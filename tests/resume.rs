@@ -486,7 +486,7 @@ fn summary_records_version_hash_seed() {
 
 /// Every checkpoint of a dopri5 run must come after all the rows up to its time, because a
 /// resumed run has no dense output for rows left inside the step it resumes after. The
-/// check runs on every checkpoint a run asks for, with many output times per step.
+/// check runs on every checkpoint the run requests, with many output times per step.
 #[test]
 fn checkpoints_follow_all_rows_of_a_step() {
     use attnflow::observables::Observation;

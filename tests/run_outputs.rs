@@ -465,7 +465,7 @@ fn fresh_run_removes_stale_outputs() {
 }
 
 /// A fresh run into the folder of an interrupted run is rejected, because it would delete
-/// the checkpoint; the folder of a finished run is replaced.
+/// the checkpoint. The folder of a finished run is replaced.
 #[test]
 fn fresh_run_keeps_interrupted_run() {
     let dir = tempfile::tempdir().unwrap();
