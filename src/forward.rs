@@ -27,16 +27,24 @@ use std::collections::HashMap;
 use wide::f64x4;
 
 use crate::engine::PairList;
+use crate::linalg::dispatch;
 use crate::task::Dataset;
 
-/// The distinct (key token, query token) pairs of a dataset and, for every sample i and
+/// Samples evaluated side by side, one per vector lane of the forward pass.
+const LANES: usize = 4;
+
+/// The distinct (key token, query token) pairs of a dataset and, for every sample and
 /// positions (l, h), the index of pair (x_h, x_l).
 #[derive(Clone, Debug)]
 pub struct PairIndex {
     /// Distinct pairs as (key token, query token).
     pub pairs: PairList,
-    /// Shape (n, L, L): entry [i][l][h] is the index in `pairs` of (x_h, x_l).
-    pub sample_pairs: Vec<u32>,
+    /// Pair indices of blocks of [`LANES`] samples: entry (b L + l) L + h contains, in lane j,
+    /// the index in `pairs` of (x_h, x_l) of sample LANES b + j. The lanes after the last
+    /// sample repeat sample 0 and are ignored.
+    block_pairs: Vec<[u32; LANES]>,
+    /// Tokens of the same blocks: entry b L + h contains x_h of sample LANES b + j in lane j.
+    block_tokens: Vec<[u32; LANES]>,
 }
 
 impl PairIndex {
@@ -58,10 +66,39 @@ impl PairIndex {
                 }
             }
         }
+
+        let blocks = data.len().div_ceil(LANES);
+        let positions = seq_len * seq_len;
+        let mut block_pairs = vec![[0; LANES]; blocks * positions];
+        let mut block_tokens = vec![[0; LANES]; blocks * seq_len];
+        for block in 0..blocks {
+            for lane in 0..LANES {
+                let i = LANES * block + lane;
+                let i = if i < data.len() { i } else { 0 };
+                let ids = &sample_pairs[i * positions..][..positions];
+                for (entry, &id) in block_pairs[block * positions..].iter_mut().zip(ids) {
+                    entry[lane] = id;
+                }
+                for (entry, &token) in block_tokens[block * seq_len..]
+                    .iter_mut()
+                    .zip(data.sample(i))
+                {
+                    entry[lane] = token as u32;
+                }
+            }
+        }
         PairIndex {
             pairs: pairs.into(),
-            sample_pairs,
+            block_pairs,
+            block_tokens,
         }
+    }
+
+    /// Index in `pairs` of (x_h, x_l) of sample i, for sequences of length `seq_len`.
+    #[cfg(test)]
+    fn sample_pair(&self, seq_len: usize, i: usize, l: usize, h: usize) -> usize {
+        let entry = ((i / LANES) * seq_len + l) * seq_len + h;
+        self.block_pairs[entry][i % LANES] as usize
     }
 }
 
@@ -151,6 +188,7 @@ fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Ev
 /// pass unchanged into the relative error of its exponential. So its exact rounding error
 /// (TwoSum) is computed too and each exponential multiplied by 1 + error, which makes a row
 /// far below its query's shift as accurate as a row shifted by its own maximum.
+#[inline(always)]
 fn shifted_exp(scores: [f64; 4], scale: f64, shift: [f64; 4]) -> [f64; 4] {
     let scaled = f64x4::from(scores) * f64x4::splat(scale);
     let shift = f64x4::from(shift);
@@ -160,28 +198,37 @@ fn shifted_exp(scores: [f64; 4], scale: f64, shift: [f64; 4]) -> [f64; 4] {
     let error = (scaled - scaled_part) + (-shift - shift_part);
     let exp = difference.exp();
     let mut values = exp.mul_add(error, exp).to_array();
-    for (value, argument) in values.iter_mut().zip(difference.to_array()) {
-        // wide's exp returns 0 for non-finite arguments, where NaN must stay NaN, and the
-        // error of a non-finite difference is NaN.
-        if !argument.is_finite() {
-            *value = argument.exp();
+    // wide's exp returns 0 for non-finite arguments, where NaN must stay NaN, and the error
+    // of a non-finite difference is NaN. The error is NaN exactly when the difference is
+    // not finite, so one test covers the four lanes.
+    if error.is_nan().any() {
+        for (value, argument) in values.iter_mut().zip(difference.to_array()) {
+            if !argument.is_finite() {
+                *value = argument.exp();
+            }
         }
     }
     values
 }
 
-/// Fills `row` with exp(s_h - max_h s_h) from the scores of the row's pairs and returns its
-/// sum, at least 1.
-fn shifted_row_exp(row: &mut [f64], row_ids: &[u32], scores: &[f64], scale: f64) -> f64 {
+/// Fills lane `lane` of the attention row `row` with exp(s_h - max_h s_h) from the scores of
+/// the row's pairs and returns its sum, at least 1.
+fn shifted_row_exp(
+    row: &mut [[f64; LANES]],
+    row_ids: &[[u32; LANES]],
+    lane: usize,
+    scores: &[f64],
+    scale: f64,
+) -> f64 {
     let mut max = f64::NEG_INFINITY;
-    for (p, &id) in row.iter_mut().zip(row_ids) {
-        *p = scores[id as usize] * scale;
-        max = max.max(*p);
+    for (p, ids) in row.iter_mut().zip(row_ids) {
+        p[lane] = scores[ids[lane] as usize] * scale;
+        max = max.max(p[lane]);
     }
     let mut sum = 0.0;
     for p in row.iter_mut() {
-        *p = (*p - max).exp();
-        sum += *p;
+        p[lane] = (p[lane] - max).exp();
+        sum += p[lane];
     }
     sum
 }
@@ -201,15 +248,27 @@ pub struct Evaluation {
     pub rho: Vec<f64>,
     /// -dL/dS at each pair of the [`PairIndex`]. Filled only when sensitivities are requested.
     pub delta: Vec<f64>,
-    attention: Vec<f64>,
-    received: Vec<f64>,
-    mean_readout: Vec<f64>,
-    /// gamma[x_h] at each position h of the current sample.
-    position_readout: Vec<f64>,
+    /// Scratch for one block of samples, one per lane, filled by [`forward_block`].
+    block: Block,
     /// exp(s_p - shift) for each pair of the [`PairIndex`]; see [`pair_exponentials`].
     pair_exp: Vec<f64>,
     /// Largest scaled score per query token, length d.
     query_shift: Vec<f64>,
+}
+
+/// The forward pass of one block of [`LANES`] samples, one sample per lane.
+#[derive(Clone, Debug)]
+struct Block {
+    /// Attention p_{l,h} at entry l L + h.
+    attention: Vec<[f64; LANES]>,
+    /// r_h = sum_l p_{l,h}, length L.
+    received: Vec<[f64; LANES]>,
+    /// gbar_l = sum_h p_{l,h} gamma[x_h], length L.
+    mean_readout: Vec<[f64; LANES]>,
+    /// gamma[x_h], length L.
+    position_readout: Vec<[f64; LANES]>,
+    /// Outputs F.
+    outputs: [f64; LANES],
 }
 
 impl Evaluation {
@@ -222,10 +281,13 @@ impl Evaluation {
             sample_loss: vec![0.0; data.len()],
             rho: vec![0.0; data.vocab_size],
             delta: vec![0.0; index.pairs.len()],
-            attention: vec![0.0; seq_len * seq_len],
-            received: vec![0.0; seq_len],
-            mean_readout: vec![0.0; seq_len],
-            position_readout: vec![0.0; seq_len],
+            block: Block {
+                attention: vec![[0.0; LANES]; seq_len * seq_len],
+                received: vec![[0.0; LANES]; seq_len],
+                mean_readout: vec![[0.0; LANES]; seq_len],
+                position_readout: vec![[0.0; LANES]; seq_len],
+                outputs: [0.0; LANES],
+            },
             pair_exp: vec![0.0; index.pairs.len()],
             query_shift: vec![0.0; data.vocab_size],
         }
@@ -250,100 +312,162 @@ pub fn evaluate(
     sensitivities: bool,
     out: &mut Evaluation,
 ) {
-    let seq_len = data.seq_len;
-    let n = data.len();
     let scale = 1.0 / width.sqrt();
     if sensitivities {
         out.rho.iter_mut().for_each(|v| *v = 0.0);
         out.delta.iter_mut().for_each(|v| *v = 0.0);
     }
-    let mut total_loss = 0.0;
     pair_exponentials(index, scores, scale, out);
+    let pass = &Pass {
+        data,
+        index,
+        gamma,
+        scores,
+        scale,
+        sensitivities,
+    };
+    dispatch!(evaluate_kernel, evaluate_avx2, (pass: &Pass, out: &mut Evaluation) -> ());
+}
 
-    let Evaluation {
-        outputs,
-        g,
-        sample_loss,
-        rho,
-        delta,
-        attention,
-        received,
-        mean_readout,
-        position_readout,
-        pair_exp,
-        ..
-    } = out;
-    let samples = data
-        .tokens
-        .chunks_exact(seq_len)
-        .zip(index.sample_pairs.chunks_exact(seq_len * seq_len))
-        .zip(&data.labels);
-    for (i, ((x, ids), &y)) in samples.enumerate() {
-        for (readout, &token) in position_readout.iter_mut().zip(x) {
-            *readout = gamma[token];
-        }
+/// The inputs of one [`evaluate`] call.
+struct Pass<'a> {
+    data: &'a Dataset,
+    index: &'a PairIndex,
+    gamma: &'a [f64],
+    scores: &'a [f64],
+    scale: f64,
+    sensitivities: bool,
+}
 
-        // Attention rows p_l = softmax_h(s_{l,h}) from the shifted exponentials of the
-        // pairs, and what each key receives.
-        received.iter_mut().for_each(|v| *v = 0.0);
-        let rows = attention
-            .chunks_exact_mut(seq_len)
-            .zip(ids.chunks_exact(seq_len));
-        for ((row, row_ids), mean_out) in rows.zip(mean_readout.iter_mut()) {
-            let mut sum = 0.0;
-            for (p, &id) in row.iter_mut().zip(row_ids) {
-                *p = pair_exp[id as usize];
-                sum += *p;
+/// Runs [`evaluate`] after the pair exponentials, block by block.
+///
+/// Each sample receives the same operations in the same order as a loop over one sample at
+/// a time, and rho and Delta receive their terms sample by sample, so the results do not
+/// depend on the block size or the vector width.
+#[inline(always)]
+fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
+    let &Pass {
+        data,
+        index,
+        gamma,
+        scores,
+        scale,
+        sensitivities,
+    } = pass;
+    let seq_len = data.seq_len;
+    let n = data.len();
+    let positions = seq_len * seq_len;
+    let mut total_loss = 0.0;
+    let blocks = index
+        .block_pairs
+        .chunks_exact(positions)
+        .zip(index.block_tokens.chunks_exact(seq_len));
+    for (b, (ids, tokens)) in blocks.enumerate() {
+        forward_block(
+            ids,
+            tokens,
+            gamma,
+            scores,
+            &out.pair_exp,
+            scale,
+            &mut out.block,
+        );
+        let block = &out.block;
+        for lane in 0..LANES.min(n - LANES * b) {
+            let i = LANES * b + lane;
+            let y = data.labels[i];
+            let output = block.outputs[lane];
+            out.outputs[i] = output;
+            (out.sample_loss[i], out.g[i]) = softplus_and_logistic(-y * output);
+            total_loss += out.sample_loss[i];
+            if !sensitivities {
+                continue;
             }
-            // A NaN sum also takes this branch and stays NaN.
-            if sum < MIN_ROW_SUM || sum.is_nan() {
-                sum = shifted_row_exp(row, row_ids, scores, scale);
+
+            // Back-propagate c_i = y g_i / n into rho and Delta.
+            let c = y * out.g[i] / n as f64;
+            for (token, total) in tokens.iter().zip(&block.received) {
+                out.rho[token[lane] as usize] += c * total[lane];
             }
-            let inverse_sum = 1.0 / sum;
-            let mut mean = 0.0;
-            for ((p, total), &readout) in row
-                .iter_mut()
-                .zip(received.iter_mut())
-                .zip(&*position_readout)
-            {
-                *p *= inverse_sum;
-                *total += *p;
-                mean += *p * readout;
-            }
-            *mean_out = mean;
-        }
-
-        // Output, loss and gradient weight of the sample.
-        let output: f64 = received
-            .iter()
-            .zip(&*position_readout)
-            .map(|(r, readout)| r * readout)
-            .sum();
-        let margin = y * output;
-        outputs[i] = output;
-        (sample_loss[i], g[i]) = softplus_and_logistic(-margin);
-        total_loss += sample_loss[i];
-
-        if !sensitivities {
-            continue;
-        }
-
-        // Back-propagate c_i = y g_i / n into rho and Delta.
-        let c = y * g[i] / n as f64;
-        for (&token, &total) in x.iter().zip(&*received) {
-            rho[token] += c * total;
-        }
-        let c_scaled = c * scale;
-        let rows = attention
-            .chunks_exact(seq_len)
-            .zip(ids.chunks_exact(seq_len));
-        for ((row, row_ids), &mean) in rows.zip(&*mean_readout) {
-            for ((&p, &id), &readout) in row.iter().zip(row_ids).zip(&*position_readout) {
-                delta[id as usize] += c_scaled * p * (readout - mean);
+            let c_scaled = c * scale;
+            let rows = block
+                .attention
+                .chunks_exact(seq_len)
+                .zip(ids.chunks_exact(seq_len))
+                .zip(&block.mean_readout);
+            for ((row, row_ids), mean) in rows {
+                let terms = row.iter().zip(row_ids).zip(&block.position_readout);
+                for ((p, id), readout) in terms {
+                    out.delta[id[lane] as usize] +=
+                        c_scaled * p[lane] * (readout[lane] - mean[lane]);
+                }
             }
         }
     }
     out.loss = total_loss / n as f64;
+}
+
+/// Computes the attention rows p_l = softmax_h(s_{l,h}) of one block of samples from the
+/// shifted exponentials of the pairs, what each key receives, the mean readout of each row
+/// and the outputs.
+#[inline(always)]
+fn forward_block(
+    ids: &[[u32; LANES]],
+    tokens: &[[u32; LANES]],
+    gamma: &[f64],
+    scores: &[f64],
+    pair_exp: &[f64],
+    scale: f64,
+    block: &mut Block,
+) {
+    let seq_len = tokens.len();
+    for (readout, token) in block.position_readout.iter_mut().zip(tokens) {
+        *readout = token.map(|t| gamma[t as usize]);
+    }
+    block.received.fill([0.0; LANES]);
+    let rows = block
+        .attention
+        .chunks_exact_mut(seq_len)
+        .zip(ids.chunks_exact(seq_len))
+        .zip(block.mean_readout.iter_mut());
+    for ((row, row_ids), mean_out) in rows {
+        let mut sum = [0.0; LANES];
+        for (p, id) in row.iter_mut().zip(row_ids) {
+            *p = id.map(|id| pair_exp[id as usize]);
+            for lane in 0..LANES {
+                sum[lane] += p[lane];
+            }
+        }
+        for (lane, lane_sum) in sum.iter_mut().enumerate() {
+            // A NaN sum also takes this branch and stays NaN.
+            if *lane_sum < MIN_ROW_SUM || lane_sum.is_nan() {
+                *lane_sum = shifted_row_exp(row, row_ids, lane, scores, scale);
+            }
+        }
+        let inverse_sum = sum.map(|s| 1.0 / s);
+        let mut mean = [0.0; LANES];
+        let terms = row
+            .iter_mut()
+            .zip(block.received.iter_mut())
+            .zip(&block.position_readout);
+        for ((p, total), readout) in terms {
+            for lane in 0..LANES {
+                p[lane] *= inverse_sum[lane];
+                total[lane] += p[lane];
+                mean[lane] += p[lane] * readout[lane];
+            }
+        }
+        *mean_out = mean;
+    }
+
+    // F = sum_h r_h gamma[x_h], summed from -0.0 as `Iterator::sum` does.
+    let mut outputs = [-0.0; LANES];
+    for (total, readout) in block.received.iter().zip(&block.position_readout) {
+        for lane in 0..LANES {
+            outputs[lane] += total[lane] * readout[lane];
+        }
+    }
+    block.outputs = outputs;
 }
 
 #[cfg(test)]
@@ -370,12 +494,11 @@ mod tests {
     fn pair_index_covers_all_positions() {
         let data = Dataset::new(vec![0, 1, 2, 2, 5, 2], vec![1.0, -1.0], 3, 6).unwrap();
         let index = PairIndex::new(&data);
-        assert_eq!(index.sample_pairs.len(), 2 * 9);
         for i in 0..2 {
             let x = data.sample(i);
             for l in 0..3 {
                 for h in 0..3 {
-                    let id = index.sample_pairs[i * 9 + l * 3 + h] as usize;
+                    let id = index.sample_pair(3, i, l, h);
                     assert_eq!(index.pairs[id], (x[h], x[l]));
                 }
             }
@@ -452,12 +575,12 @@ mod tests {
             let mut eval = Evaluation::new(&data, &index);
             evaluate(&data, &index, &gamma, &scores, 1.0, true, &mut eval);
 
-            // `attention` contains the rows of the last sample.
+            // The only block contains sample 1 in lane 1.
             let x = data.sample(1);
             for l in 0..3 {
                 let row: Vec<f64> = x.iter().map(|&h| scaled(h, x[l])).collect();
                 for (h, direct) in softmax(&row).into_iter().enumerate() {
-                    let value = eval.attention[l * 3 + h];
+                    let value = eval.block.attention[l * 3 + h][1];
                     assert!(
                         (value - direct).abs() <= 4.0 * f64::EPSILON * direct,
                         "gap {gap}, row {l}, position {h}: {value}, direct softmax {direct}"
@@ -499,6 +622,138 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Outputs, loss, rho and Delta of one sample at a time, from the formulas of the
+    /// module documentation with a max-shifted softmax per row.
+    fn reference(data: &Dataset, gamma: &[f64], score: impl Fn(usize, usize) -> f64) -> Reference {
+        let n = data.len();
+        let mut result = Reference {
+            outputs: Vec::new(),
+            loss: 0.0,
+            rho: vec![0.0; data.vocab_size],
+            delta: HashMap::new(),
+        };
+        for i in 0..n {
+            let x = data.sample(i);
+            let rows: Vec<Vec<f64>> = x
+                .iter()
+                .map(|&query| softmax(&x.iter().map(|&key| score(key, query)).collect::<Vec<_>>()))
+                .collect();
+            let received: Vec<f64> = (0..x.len())
+                .map(|h| rows.iter().map(|row| row[h]).sum())
+                .collect();
+            let output: f64 = received
+                .iter()
+                .zip(x)
+                .map(|(r, &token)| r * gamma[token])
+                .sum();
+            let y = data.labels[i];
+            result.outputs.push(output);
+            result.loss += softplus(-y * output) / n as f64;
+
+            let c = y * logistic(-y * output) / n as f64;
+            for (&token, total) in x.iter().zip(&received) {
+                result.rho[token] += c * total;
+            }
+            for (l, row) in rows.iter().enumerate() {
+                let mean: f64 = row.iter().zip(x).map(|(p, &token)| p * gamma[token]).sum();
+                for (h, p) in row.iter().enumerate() {
+                    *result.delta.entry((x[h], x[l])).or_insert(0.0) +=
+                        c * p * (gamma[x[h]] - mean);
+                }
+            }
+        }
+        result
+    }
+
+    struct Reference {
+        outputs: Vec<f64>,
+        loss: f64,
+        rho: Vec<f64>,
+        /// -dL/dS by (key, query) pair, without the 1/sqrt(m) factor.
+        delta: HashMap<(usize, usize), f64>,
+    }
+
+    /// Seven samples of length 3 over 8 tokens: one full block of four and three in the
+    /// second block, so one lane of the second block is padding and must not reach any
+    /// result.
+    fn seven_samples() -> Dataset {
+        let tokens = vec![
+            2, 0, 1, 5, 2, 3, 4, 2, 0, 1, 0, 2, 2, 6, 3, 0, 2, 1, 7, 2, 5,
+        ];
+        let labels = vec![1.0, -1.0, -1.0, 1.0, -1.0, 1.0, -1.0];
+        Dataset::new(tokens, labels, 3, 8).unwrap()
+    }
+
+    #[test]
+    fn partial_block_matches_reference() {
+        let data = seven_samples();
+        let index = PairIndex::new(&data);
+        let width: f64 = 9.0;
+        let score = |key: usize, query: usize| ((key * 7 + query * 3) % 11) as f64 * 0.4 - 2.0;
+        let scores: Vec<f64> = index.pairs.iter().map(|&(k, q)| score(k, q)).collect();
+        let gamma = [0.3, -0.7, 1.1, 0.2, -0.4, 0.9, -1.3, 0.05];
+        let mut eval = Evaluation::new(&data, &index);
+        evaluate(&data, &index, &gamma, &scores, width, true, &mut eval);
+
+        let expected = reference(&data, &gamma, |k, q| score(k, q) / width.sqrt());
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-14 * b.abs().max(1.0);
+        for (i, (&output, &direct)) in eval.outputs.iter().zip(&expected.outputs).enumerate() {
+            assert!(
+                close(output, direct),
+                "sample {i}: output {output}, reference {direct}"
+            );
+        }
+        assert!(
+            close(eval.loss, expected.loss),
+            "loss {} against {}",
+            eval.loss,
+            expected.loss
+        );
+        for (token, (&value, &direct)) in eval.rho.iter().zip(&expected.rho).enumerate() {
+            assert!(
+                close(value, direct),
+                "rho[{token}] = {value}, reference {direct}"
+            );
+        }
+        for (p, &pair) in index.pairs.iter().enumerate() {
+            let direct = expected.delta[&pair] / width.sqrt();
+            let value = eval.delta[p];
+            assert!(
+                close(value, direct),
+                "Delta at {pair:?} = {value}, reference {direct}"
+            );
+        }
+    }
+
+    #[test]
+    fn generic_kernel_matches_dispatched() {
+        let data = seven_samples();
+        let index = PairIndex::new(&data);
+        let scores: Vec<f64> = (0..index.pairs.len())
+            .map(|p| ((p * 37 % 23) as f64 - 11.0) * 0.37)
+            .collect();
+        let gamma = [0.3, -0.7, 1.1, 0.2, -0.4, 0.9, -1.3, 0.05];
+        let mut dispatched = Evaluation::new(&data, &index);
+        evaluate(&data, &index, &gamma, &scores, 5.0, true, &mut dispatched);
+
+        let mut generic = Evaluation::new(&data, &index);
+        let scale = 1.0 / 5f64.sqrt();
+        pair_exponentials(&index, &scores, scale, &mut generic);
+        let pass = Pass {
+            data: &data,
+            index: &index,
+            gamma: &gamma,
+            scores: &scores,
+            scale,
+            sensitivities: true,
+        };
+        evaluate_kernel(&pass, &mut generic);
+        assert_eq!(generic.outputs, dispatched.outputs);
+        assert_eq!(generic.loss, dispatched.loss);
+        assert_eq!(generic.rho, dispatched.rho);
+        assert_eq!(generic.delta, dispatched.delta);
     }
 
     #[test]
