@@ -605,30 +605,59 @@ fn locate_event(
         dynamics.evaluate_train_forward(y_mid);
         (condition.is_met(dynamics), condition.distance(dynamics))
     };
+    let f_low = distance_at(0.0, &mut y_mid).1;
+    let f_high = distance_at(1.0, &mut y_mid).1;
+    let tolerance = 1e-12 * t_b.abs().max(f64::MIN_POSITIVE);
+    let high = first_met(f_low, f_high, h, tolerance, |theta| {
+        let (met, distance) = distance_at(theta, &mut y_mid);
+        if met {
+            y_high.copy_from_slice(&y_mid);
+        }
+        (met, distance)
+    });
+    dynamics.stepper = Some(stepper);
+    let t_event = if high == 1.0 { t_b } else { t_a + high * h };
+    Ok((t_event, y_high))
+}
+
+/// Returns the right end of a bracket in (0, 1] of the first point where a condition holds,
+/// narrowed until its width times `span` is at most `tolerance`, given that the condition
+/// fails at 0 (distance `f_low`, negative) and holds at 1 (distance `f_high`).
+///
+/// `probe(theta)` returns whether the condition holds at theta and its distance. The search
+/// is the Illinois variant of regula falsi: an end that stays in place twice has its
+/// distance halved. A step that does not halve the bracket is followed by a bisection, so
+/// the search also ends on a discontinuous distance. It probes at most 100 points. The
+/// last probe that met the condition is at the returned point, unless that point is 1.
+fn first_met(
+    mut f_low: f64,
+    mut f_high: f64,
+    span: f64,
+    tolerance: f64,
+    mut probe: impl FnMut(f64) -> (bool, f64),
+) -> f64 {
     let (mut low, mut high) = (0.0, 1.0);
-    let (mut f_low, mut f_high) = (
-        distance_at(0.0, &mut y_mid).1,
-        distance_at(1.0, &mut y_mid).1,
-    );
-    // Which end moved last: an end that stays twice has its distance halved (Illinois).
     let mut last_moved_high: Option<bool> = None;
     let mut bisect = false;
     for _ in 0..100 {
         let width = high - low;
-        if width * h <= 1e-12 * t_b.abs().max(f64::MIN_POSITIVE) {
+        if width * span <= tolerance {
             break;
         }
         let secant = low + width * f_low / (f_low - f_high);
-        let theta = if !bisect && secant > low && secant < high {
-            secant
+        let theta = if !bisect && secant >= low && secant <= high {
+            // A secant point on the root itself, or on an end, would move only the end where
+            // the condition holds and never close the bracket. So it stays half a tolerance
+            // inside both ends: a probe at high - nudge that fails ends the search.
+            let nudge = 0.5 * tolerance / span;
+            secant.clamp(low + nudge, high - nudge)
         } else {
             0.5 * (low + high)
         };
-        let (met, distance) = distance_at(theta, &mut y_mid);
+        let (met, distance) = probe(theta);
         if met {
             high = theta;
             f_high = distance;
-            y_high.copy_from_slice(&y_mid);
             if last_moved_high == Some(true) {
                 f_low *= 0.5;
             }
@@ -641,12 +670,9 @@ fn locate_event(
             }
             last_moved_high = Some(false);
         }
-        // A step that did not halve the bracket is followed by a bisection.
         bisect = high - low > 0.5 * width;
     }
-    dynamics.stepper = Some(stepper);
-    let t_event = if high == 1.0 { t_b } else { t_a + high * h };
-    Ok((t_event, y_high))
+    high
 }
 
 /// [`locate_event`] by bisection on states re-integrated from t_a.
@@ -686,4 +712,74 @@ fn locate_event_by_integration(
         }
     }
     Ok((high, y_high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_met;
+
+    /// Runs [`first_met`] for the condition f >= 0 with distance `f`, and returns the point
+    /// found and the number of probes.
+    fn search(f: impl Fn(f64) -> f64, tolerance: f64) -> (f64, usize) {
+        let mut probes = 0;
+        let point = first_met(f(0.0), f(1.0), 1.0, tolerance, |theta| {
+            probes += 1;
+            (f(theta) >= 0.0, f(theta))
+        });
+        (point, probes)
+    }
+
+    #[test]
+    fn first_met_linear_distance() {
+        let root = 0.3;
+        let (point, probes) = search(|theta| theta - root, 1e-12);
+        assert!(point >= root, "point {point} lies before the root {root}");
+        assert!(point - root <= 1e-12, "point {point} is far from {root}");
+        assert!(probes <= 4, "{probes} probes for a linear distance");
+    }
+
+    #[test]
+    fn first_met_curved_distance() {
+        // Plain regula falsi keeps one end fixed here and converges linearly and slowly.
+        // Bisection alone would take about 40 probes.
+        let root = 0.5f64.powf(1.0 / 8.0);
+        let (point, probes) = search(|theta| theta.powi(8) - 0.5, 1e-12);
+        assert!(point >= root, "point {point} lies before the root {root}");
+        assert!(point - root <= 1e-12, "point {point} is far from {root}");
+        assert!(probes <= 30, "{probes} probes for a smooth distance");
+    }
+
+    #[test]
+    fn first_met_step_distance() {
+        // A distance that jumps at the root: the bisections must still close the bracket.
+        let root = 0.123456789;
+        let (point, probes) = search(|theta| if theta >= root { 1.0 } else { -1.0 }, 1e-12);
+        assert!(point >= root, "point {point} lies before the root {root}");
+        assert!(point - root <= 1e-12, "point {point} is far from {root}");
+        assert!(probes <= 45, "{probes} probes for a step distance");
+    }
+
+    #[test]
+    fn first_met_root_at_end() {
+        // The condition holds only at 1, so the first probe, half a tolerance before it,
+        // fails and ends the search.
+        let (point, probes) = search(|theta| if theta >= 1.0 { 0.0 } else { theta - 1.0 }, 1e-12);
+        assert_eq!(point, 1.0);
+        assert_eq!(probes, 1);
+    }
+
+    #[test]
+    fn first_met_keeps_last_met_probe() {
+        // The caller stores the state of each probe that meets the condition, so the last
+        // such probe must be the point returned.
+        let mut last_met = None;
+        let point = first_met(-0.7, 0.3, 1.0, 1e-12, |theta| {
+            let distance = theta - 0.7;
+            if distance >= 0.0 {
+                last_met = Some(theta);
+            }
+            (distance >= 0.0, distance)
+        });
+        assert_eq!(last_met, Some(point));
+    }
 }
