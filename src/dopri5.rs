@@ -253,23 +253,14 @@ impl Dopri5 {
         // After an accepted step, stage 0 is k7 (f at the new state) and stage 6 is the k1
         // of that step, because the two buffers were swapped.
         let [k7, _, k3, k4, k5, k6, k1] = &self.stages;
-        let d = tableau::D;
-        let rest = 1.0 - theta;
-        for (i, value) in out.iter_mut().enumerate() {
-            let start = self.previous[i];
-            let change = y[i] - start;
-            let slope_start = k1[i] * h - change;
-            let slope_end = change - k7[i] * h - slope_start;
-            let curvature = (k1[i] * d[0]
-                + k3[i] * d[1]
-                + k4[i] * d[2]
-                + k5[i] * d[3]
-                + k6[i] * d[4]
-                + k7[i] * d[5])
-                * h;
-            *value = start
-                + theta * (change + rest * (slope_start + theta * (slope_end + rest * curvature)));
-        }
+        let n = out.len();
+        assert!(
+            y.len() == n && self.previous.len() == n,
+            "state lengths differ"
+        );
+        let stages = [&k1[..], &k3[..], &k4[..], &k5[..], &k6[..], &k7[..]];
+        let previous = &self.previous[..];
+        dispatch!(interpolate_kernel, interpolate_avx2, (previous: &[f64], y: &[f64], stages: [&[f64]; 6], h: f64, theta: f64, out: &mut [f64]) -> ());
     }
 
     /// Integrates from `t0` towards `t1`, replacing `y` by the last accepted state.
@@ -529,6 +520,37 @@ fn error_sum_kernel(
         sums[lane] = r.mul_add(r, sums[lane]);
     }
     sums.iter().sum()
+}
+
+/// Computes [`Dopri5::interpolate`] from the step's start state `previous`, end state `y`
+/// and the stages k1, k3, k4, k5, k6 and k7.
+#[inline(always)]
+fn interpolate_kernel(
+    previous: &[f64],
+    y: &[f64],
+    stages: [&[f64]; 6],
+    h: f64,
+    theta: f64,
+    out: &mut [f64],
+) {
+    let n = out.len();
+    let (previous, y) = (&previous[..n], &y[..n]);
+    let [k1, k3, k4, k5, k6, k7] = stages.map(|stage| &stage[..n]);
+    let w = tableau::D.map(|coefficient| coefficient * h);
+    let rest = 1.0 - theta;
+    for i in 0..n {
+        let start = previous[i];
+        let change = y[i] - start;
+        let slope_start = k1[i].mul_add(h, -change);
+        let slope_end = k7[i].mul_add(-h, change) - slope_start;
+        let mut curvature = k1[i] * w[0];
+        for (k, weight) in [k3[i], k4[i], k5[i], k6[i], k7[i]].into_iter().zip(&w[1..]) {
+            curvature = k.mul_add(*weight, curvature);
+        }
+        let inner = rest.mul_add(curvature, slope_end);
+        let middle = theta.mul_add(inner, slope_start);
+        out[i] = theta.mul_add(rest.mul_add(middle, change), start);
+    }
 }
 
 /// out = y + sum_j (h a_j) k_j for one row a of the tableau, added in the order of j.
@@ -915,6 +937,25 @@ mod tests {
         let generic_sum = error_sum_kernel(&partial_generic, k7, &generic, &y, 1e-6, 1e-9, h);
         let dispatched_sum = error_sum(&partial_generic, k7, &generic, &y, 1e-6, 1e-9, h);
         assert_eq!(generic_sum.to_bits(), dispatched_sum.to_bits(), "error sum");
+
+        let mut stepper = Dopri5::new(n);
+        for (buffer, stage) in stepper.stages.iter_mut().zip(&stages) {
+            buffer.copy_from_slice(stage);
+        }
+        stepper.previous.copy_from_slice(&vector(8));
+        let [k7, _, k3, k4, k5, k6, k1] = &stepper.stages;
+        let interpolation_stages = [&k1[..], &k3[..], &k4[..], &k5[..], &k6[..], &k7[..]];
+        let theta = 0.37;
+        interpolate_kernel(
+            &stepper.previous,
+            &y,
+            interpolation_stages,
+            h,
+            theta,
+            &mut generic,
+        );
+        stepper.interpolate(&y, h, theta, &mut dispatched);
+        assert_eq!(generic, dispatched, "dense output");
     }
 
     #[test]
