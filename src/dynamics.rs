@@ -85,8 +85,9 @@ impl Dynamics {
         );
     }
 
-    /// Writes the gradient-flow field -grad L(y) into `dy` and returns L(y).
-    pub fn flow(&mut self, y: &[f64], dy: &mut [f64]) -> f64 {
+    /// Writes the gradient-flow field -grad L(y) into `dy`. The training outputs and margins
+    /// at `y` stay in `train_eval`.
+    pub fn flow(&mut self, y: &[f64], dy: &mut [f64]) {
         self.evaluate_train(y);
         let sens = Sensitivities {
             rho: &self.train_eval.rho,
@@ -94,7 +95,6 @@ impl Dynamics {
             delta: &self.train_eval.delta,
         };
         self.engine.flow(y, &sens, dy);
-        self.train_eval.loss
     }
 
     /// Applies one gradient-descent step of size `eta` using the sensitivities of the last
@@ -110,9 +110,7 @@ impl Dynamics {
 
     /// Smallest training margin min_i y_i F_i of the last training evaluation.
     pub fn min_margin(&self) -> f64 {
-        self.train_eval
-            .margins(&self.data.train)
-            .fold(f64::INFINITY, f64::min)
+        self.train_eval.min_margin()
     }
 
     /// Runs the forward pass on the test set at `y`, leaving the results in `test_eval`.

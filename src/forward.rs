@@ -117,19 +117,6 @@ pub fn logistic(z: f64) -> f64 {
     }
 }
 
-/// Both `softplus(z)` and `logistic(z)` from one exponential, with the same bits as the two
-/// functions.
-fn softplus_and_logistic(z: f64) -> (f64, f64) {
-    let e = (-z.abs()).exp();
-    let softplus = z.max(0.0) + e.ln_1p();
-    let logistic = if z >= 0.0 {
-        1.0 / (1.0 + e)
-    } else {
-        e / (1.0 + e)
-    };
-    (softplus, logistic)
-}
-
 /// Row sums below this fall back to [`shifted_row_exp`]. A row whose sum is at least this
 /// has its largest term at least 1e-200 / L, so terms that underflowed to subnormals or zero
 /// are below 1e-100 of it and their lost digits are far below rounding.
@@ -236,14 +223,12 @@ fn shifted_row_exp(
 /// Results of one forward pass over a dataset, with reusable buffers.
 #[derive(Clone, Debug)]
 pub struct Evaluation {
-    /// Mean logistic loss (1/n) sum_i log(1 + exp(-y_i F_i)).
-    pub loss: f64,
     /// Outputs F_i, length n.
     pub outputs: Vec<f64>,
     /// Gradient weights g_i = 1 / (1 + exp(y_i F_i)), length n.
     pub g: Vec<f64>,
-    /// Per-sample losses log(1 + exp(-y_i F_i)), length n.
-    pub sample_loss: Vec<f64>,
+    /// Margins y_i F_i, length n.
+    margins: Vec<f64>,
     /// -dL/dgamma, length d. Filled only when sensitivities are requested.
     pub rho: Vec<f64>,
     /// -dL/dS at each pair of the [`PairIndex`]. Filled only when sensitivities are requested.
@@ -275,10 +260,9 @@ impl Evaluation {
     pub fn new(data: &Dataset, index: &PairIndex) -> Evaluation {
         let seq_len = data.seq_len;
         Evaluation {
-            loss: 0.0,
             outputs: vec![0.0; data.len()],
             g: vec![0.0; data.len()],
-            sample_loss: vec![0.0; data.len()],
+            margins: vec![0.0; data.len()],
             rho: vec![0.0; data.vocab_size],
             delta: vec![0.0; index.pairs.len()],
             block: Block {
@@ -294,8 +278,25 @@ impl Evaluation {
     }
 
     /// Margins y_i F_i.
-    pub fn margins<'a>(&'a self, data: &'a Dataset) -> impl Iterator<Item = f64> + 'a {
-        self.outputs.iter().zip(&data.labels).map(|(f, y)| f * y)
+    pub fn margins(&self) -> &[f64] {
+        &self.margins
+    }
+
+    /// Smallest margin min_i y_i F_i, or +inf for no samples.
+    pub fn min_margin(&self) -> f64 {
+        self.margins.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// Logistic loss log(1 + exp(-y_i F_i)) of sample i.
+    pub fn sample_loss(&self, i: usize) -> f64 {
+        softplus(-self.margins[i])
+    }
+
+    /// Mean logistic loss (1/n) sum_i log(1 + exp(-y_i F_i)), computed from the margins on
+    /// each call, so that evaluations that need only the gradient skip its logarithms.
+    pub fn loss(&self) -> f64 {
+        let total: f64 = self.margins.iter().map(|&margin| softplus(-margin)).sum();
+        total / self.margins.len() as f64
     }
 }
 
@@ -357,7 +358,6 @@ fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
     let seq_len = data.seq_len;
     let n = data.len();
     let positions = seq_len * seq_len;
-    let mut total_loss = 0.0;
     let blocks = index
         .block_pairs
         .chunks_exact(positions)
@@ -378,8 +378,9 @@ fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
             let y = data.labels[i];
             let output = block.outputs[lane];
             out.outputs[i] = output;
-            (out.sample_loss[i], out.g[i]) = softplus_and_logistic(-y * output);
-            total_loss += out.sample_loss[i];
+            let margin = output * y;
+            out.margins[i] = margin;
+            out.g[i] = logistic(-margin);
             if !sensitivities {
                 continue;
             }
@@ -404,7 +405,6 @@ fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
             }
         }
     }
-    out.loss = total_loss / n as f64;
 }
 
 /// Computes the attention rows p_l = softmax_h(s_{l,h}) of one block of samples from the
@@ -706,9 +706,9 @@ mod tests {
             );
         }
         assert!(
-            close(eval.loss, expected.loss),
+            close(eval.loss(), expected.loss),
             "loss {} against {}",
-            eval.loss,
+            eval.loss(),
             expected.loss
         );
         for (token, (&value, &direct)) in eval.rho.iter().zip(&expected.rho).enumerate() {
@@ -751,7 +751,7 @@ mod tests {
         };
         evaluate_kernel(&pass, &mut generic);
         assert_eq!(generic.outputs, dispatched.outputs);
-        assert_eq!(generic.loss, dispatched.loss);
+        assert_eq!(generic.loss(), dispatched.loss());
         assert_eq!(generic.rho, dispatched.rho);
         assert_eq!(generic.delta, dispatched.delta);
     }
@@ -766,7 +766,7 @@ mod tests {
         let mut eval = Evaluation::new(&data, &index);
         evaluate(&data, &index, &gamma, &scores, 16.0, true, &mut eval);
         assert!((eval.outputs[0] - 2.25).abs() < 1e-15);
-        assert!((eval.loss - softplus(-2.25)).abs() < 1e-15);
+        assert!((eval.loss() - softplus(-2.25)).abs() < 1e-15);
         assert!((eval.rho[0] - logistic(-2.25)).abs() < 1e-15);
         assert_eq!(eval.rho[3], 0.0);
     }

@@ -92,7 +92,7 @@ impl EventWatch {
         let correct = self.all_correct && dynamics.min_margin() > 0.0;
         let low_loss = self
             .target_loss
-            .is_some_and(|target| dynamics.train_eval.loss <= target);
+            .is_some_and(|target| dynamics.train_eval.loss() <= target);
         correct || low_loss
     }
 
@@ -101,7 +101,7 @@ impl EventWatch {
     /// With both conditions set it measures the sample margins.
     pub fn distance(&self, dynamics: &Dynamics) -> f64 {
         match self.target_loss {
-            Some(target) if !self.all_correct => target - dynamics.train_eval.loss,
+            Some(target) if !self.all_correct => target - dynamics.train_eval.loss(),
             _ => dynamics.min_margin(),
         }
     }

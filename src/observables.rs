@@ -141,7 +141,7 @@ impl Observation {
         for (i, group) in data.train.groups.iter().enumerate() {
             let k = group.index();
             let g = train.g[i];
-            loss[k] += train.sample_loss[i];
+            loss[k] += train.sample_loss(i);
             gsum[k] += g;
             gprime[k] += g * (1.0 - g);
             count[k] += 1;
@@ -164,17 +164,19 @@ impl Observation {
             f64::NAN
         };
         let test_wrong = test
-            .margins(&data.test)
+            .margins()
+            .iter()
+            .copied()
             .filter(|&margin| margin <= 0.0)
             .count();
-        let min_margin = train.margins(&data.train).fold(f64::INFINITY, f64::min);
+        let min_margin = train.min_margin();
         let s = &summary.s;
         let gv = &summary.gv;
 
         Observation {
             t,
-            loss: train.loss,
-            test_loss: test.loss,
+            loss: train.loss(),
+            test_loss: test.loss(),
             test_error: test_wrong as f64 / data.test.len().max(1) as f64,
             loss_i1: loss[i1],
             loss_i2: loss[i2],

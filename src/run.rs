@@ -275,10 +275,17 @@ fn run_descent(
         let started = Instant::now();
         dynamics.evaluate_train(&state.y);
         state.solve_seconds += started.elapsed().as_secs_f64();
-        let loss = dynamics.train_eval.loss;
-        if !loss.is_finite() {
+        // Finite margins give a finite loss, so the loss, with a logarithm per sample, is
+        // computed only where a target needs it or the margins are not finite.
+        let margins = dynamics.train_eval.margins();
+        if !margins.iter().all(|margin| margin.is_finite()) {
+            let quantity = if dynamics.train_eval.loss().is_finite() {
+                "training outputs"
+            } else {
+                "training loss"
+            };
             return Err(Error::NonFinite {
-                quantity: "training loss".to_string(),
+                quantity: quantity.to_string(),
                 time: state.t,
                 hint: non_finite_hint(schedule, state.steps),
             });
@@ -289,7 +296,10 @@ fn run_descent(
             state.at_t1 = Some(dynamics.observe(state.t, &state.y));
         }
 
-        let reason = if schedule.target_loss.is_some_and(|target| loss <= target) {
+        let reason = if schedule
+            .target_loss
+            .is_some_and(|target| dynamics.train_eval.loss() <= target)
+        {
             Some(StopReason::TargetLoss)
         } else if state.steps >= last_step {
             let short = last_step < (schedule.t_end / eta).round() as u64;
@@ -453,7 +463,7 @@ fn run_flow(
         let all_correct = state.t1.is_none() && dynamics.min_margin() > 0.0;
         let low_loss = schedule
             .target_loss
-            .is_some_and(|target| dynamics.train_eval.loss <= target);
+            .is_some_and(|target| dynamics.train_eval.loss() <= target);
 
         // The target loss first: a run that stops before T1 within the same step has no T1.
         let stop = if low_loss {
@@ -523,7 +533,7 @@ fn check_state_finite(state: &RunState, schedule: &Schedule) -> Result<(), Error
 /// Reports a solver failure as a non-finite loss when that is its cause.
 fn flow_error(error: Error, dynamics: &Dynamics, schedule: &Schedule, steps: u64) -> Error {
     match error {
-        Error::Integration { time, .. } if !dynamics.train_eval.loss.is_finite() => {
+        Error::Integration { time, .. } if !dynamics.train_eval.loss().is_finite() => {
             Error::NonFinite {
                 quantity: "training loss".to_string(),
                 time,

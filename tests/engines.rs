@@ -63,7 +63,7 @@ fn check_descent(sizes: Sizes, seed: u64) {
     for step in 0..60 {
         parameter.evaluate_train(&y);
         reduced.evaluate_train(&z);
-        let (loss_p, loss_r) = (parameter.train_eval.loss, reduced.train_eval.loss);
+        let (loss_p, loss_r) = (parameter.train_eval.loss(), reduced.train_eval.loss());
         assert!(
             (loss_p - loss_r).abs() <= 1e-10 * loss_p,
             "{sizes:?} step {step}: losses {loss_p} vs {loss_r}"

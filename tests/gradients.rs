@@ -12,10 +12,10 @@ fn loss_derivative(dynamics: &mut Dynamics, y: &[f64], i: usize, h: f64) -> f64 
     let mut shifted = y.to_vec();
     shifted[i] = y[i] + h;
     dynamics.evaluate_train_forward(&shifted);
-    let up = dynamics.train_eval.loss;
+    let up = dynamics.train_eval.loss();
     shifted[i] = y[i] - h;
     dynamics.evaluate_train_forward(&shifted);
-    let down = dynamics.train_eval.loss;
+    let down = dynamics.train_eval.loss();
     (up - down) / (2.0 * h)
 }
 

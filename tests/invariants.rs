@@ -25,10 +25,10 @@ fn integrate_monotone(dynamics: &mut Dynamics, y: &mut Vec<f64>, t_end: f64) {
         rule: StepRule::Pi,
     };
     dynamics.evaluate_train_forward(y);
-    let mut previous = dynamics.train_eval.loss;
+    let mut previous = dynamics.train_eval.loss();
     common::integrate(dynamics, y, t_end, tolerances, |dynamics, y, t| {
         dynamics.evaluate_train_forward(y);
-        let loss = dynamics.train_eval.loss;
+        let loss = dynamics.train_eval.loss();
         assert!(
             loss <= previous * (1.0 + 1e-12),
             "loss rose from {previous} to {loss} at t = {t}"

@@ -68,11 +68,11 @@ fn forward_pass_at_extreme_logits() {
         // loss softplus(3e4) = 3e4 and g = 1, the other loss 0 and g = 0.
         let wrong = if sign > 0.0 { 1 } else { 0 };
         let right = 1 - wrong;
-        assert_eq!(eval.sample_loss[wrong], 3e4);
-        assert_eq!(eval.sample_loss[right], 0.0);
+        assert_eq!(eval.sample_loss(wrong), 3e4);
+        assert_eq!(eval.sample_loss(right), 0.0);
         assert_eq!(eval.g[wrong], 1.0);
         assert_eq!(eval.g[right], 0.0);
-        assert_eq!(eval.loss, 1.5e4);
+        assert_eq!(eval.loss(), 1.5e4);
 
         // rho_k = sum_i c_i r_{i,k}: only the common token receives attention (r = L = 3),
         // and c = y g / n is nonzero only for the misclassified sample.
@@ -96,7 +96,7 @@ fn forward_pass_at_overflowing_logits() {
     let mut eval = Evaluation::new(&data, &index);
     evaluate(&data, &index, &gamma, &scores, 1.0, true, &mut eval);
     assert_eq!(eval.outputs, vec![6.0, 6.0]);
-    assert!(eval.loss.is_finite());
+    assert!(eval.loss().is_finite());
     assert!(eval.rho.iter().chain(&eval.delta).all(|v| v.is_finite()));
 }
 
@@ -113,13 +113,10 @@ fn large_weights_stay_finite_through_engines() {
         let mut prepared = experiment::prepare(&config).unwrap();
         let y = prepared.y0.clone();
         let mut dy = vec![0.0; y.len()];
-        let loss = prepared.dynamics.flow(&y, &mut dy);
+        prepared.dynamics.flow(&y, &mut dy);
+        let loss = prepared.dynamics.train_eval.loss();
 
-        let margins: Vec<f64> = prepared
-            .dynamics
-            .train_eval
-            .margins(&prepared.dynamics.data.train)
-            .collect();
+        let margins = prepared.dynamics.train_eval.margins().to_vec();
         let largest = margins.iter().fold(0.0f64, |a, m| a.max(m.abs()));
         assert!(largest > 1e3, "{engine}: margins only reach {largest}");
         assert!(loss.is_finite(), "{engine}: loss {loss}");

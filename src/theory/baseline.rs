@@ -175,10 +175,10 @@ fn advance(flow: BaselineFlow, t0: f64, t1: f64, y: Vec<f64>) -> Result<Vec<f64>
 fn point(flow: &BaselineFlow, t: f64, y: &[f64]) -> BaselinePoint {
     let d = y.len() - 1;
     let evaluation = flow.evaluate(&y[..d]);
-    let min_margin = evaluation.margins(flow.train).fold(f64::INFINITY, f64::min);
+    let min_margin = evaluation.min_margin();
     BaselinePoint {
         t,
-        loss: evaluation.loss,
+        loss: evaluation.loss(),
         gamma: [y[TARGET_1], y[TARGET_2], y[COMMON]],
         min_margin,
         beta: y[d],
