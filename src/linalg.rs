@@ -40,6 +40,53 @@ pub fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     dispatch!(axpy_kernel, axpy_avx2, (alpha: f64, x: &[f64], y: &mut [f64]) -> ());
 }
 
+/// Writes out[k] = dot(row k of `matrix`, x) for the rows of `matrix` (row-major, rows of
+/// x.len() entries), with the bits of [`dot`].
+pub fn row_dots(matrix: &[f64], x: &[f64], out: &mut [f64]) {
+    assert_eq!(matrix.len(), out.len() * x.len());
+    dispatch!(row_dots_kernel, row_dots_avx2, (matrix: &[f64], x: &[f64], out: &mut [f64]) -> ());
+}
+
+#[inline(always)]
+fn row_dots_kernel(matrix: &[f64], x: &[f64], out: &mut [f64]) {
+    let len = x.len();
+    for (k, value) in out.iter_mut().enumerate() {
+        *value = dot_kernel(&matrix[k * len..(k + 1) * len], x);
+    }
+}
+
+/// Writes out = sum_k weights[k] (row k of `matrix`), added row by row as by [`axpy`] and
+/// skipping zero weights. `matrix` is row-major with rows of out.len() entries.
+pub fn weighted_rows(matrix: &[f64], weights: &[f64], out: &mut [f64]) {
+    assert_eq!(matrix.len(), weights.len() * out.len());
+    dispatch!(weighted_rows_kernel, weighted_rows_avx2, (matrix: &[f64], weights: &[f64], out: &mut [f64]) -> ());
+}
+
+#[inline(always)]
+fn weighted_rows_kernel(matrix: &[f64], weights: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    for (row, &weight) in matrix.chunks_exact(out.len().max(1)).zip(weights) {
+        if weight != 0.0 {
+            axpy_kernel(weight, row, out);
+        }
+    }
+}
+
+/// Writes the outer product x y^T into `out` (row-major, x.len() rows of y.len() entries).
+pub fn outer(x: &[f64], y: &[f64], out: &mut [f64]) {
+    assert_eq!(out.len(), x.len() * y.len());
+    dispatch!(outer_kernel, outer_avx2, (x: &[f64], y: &[f64], out: &mut [f64]) -> ());
+}
+
+#[inline(always)]
+fn outer_kernel(x: &[f64], y: &[f64], out: &mut [f64]) {
+    for (row, &scale) in out.chunks_exact_mut(y.len().max(1)).zip(x) {
+        for (entry, &value) in row.iter_mut().zip(y) {
+            *entry = scale * value;
+        }
+    }
+}
+
 #[inline(always)]
 pub(crate) fn dot_kernel(x: &[f64], y: &[f64]) -> f64 {
     let mut partial = [0.0; 8];
@@ -117,6 +164,46 @@ mod tests {
             axpy_kernel(0.37, &x, &mut generic);
             axpy(0.37, &x, &mut dispatched);
             assert_eq!(generic, dispatched, "axpy, len {len}");
+        }
+    }
+
+    #[test]
+    fn row_kernels_match_single_rows() {
+        // Row counts and lengths around the 8-wide chunks, with one zero weight.
+        for (rows, len) in [(0, 5), (1, 0), (3, 7), (4, 8), (5, 33)] {
+            let matrix = values(rows * len, 3);
+            let x = values(len, 4);
+            let weights: Vec<f64> = (0..rows)
+                .map(|k| if k == 1 { 0.0 } else { 0.3 * k as f64 - 0.5 })
+                .collect();
+
+            let mut dots = vec![f64::NAN; rows];
+            row_dots(&matrix, &x, &mut dots);
+            let mut sum = vec![f64::NAN; len];
+            weighted_rows(&matrix, &weights, &mut sum);
+            let mut product = vec![f64::NAN; rows * len];
+            outer(&weights, &x, &mut product);
+
+            let mut expected_sum = vec![0.0; len];
+            for k in 0..rows {
+                let row = &matrix[k * len..(k + 1) * len];
+                assert_eq!(
+                    dots[k].to_bits(),
+                    dot(row, &x).to_bits(),
+                    "row {k} of {rows}"
+                );
+                if weights[k] != 0.0 {
+                    axpy(weights[k], row, &mut expected_sum);
+                }
+                for j in 0..len {
+                    assert_eq!(product[k * len + j], weights[k] * x[j], "outer ({k}, {j})");
+                }
+            }
+            assert_eq!(sum, expected_sum, "weighted rows, {rows} x {len}");
+
+            let mut generic = vec![f64::NAN; len];
+            weighted_rows_kernel(&matrix, &weights, &mut generic);
+            assert_eq!(generic, sum, "generic weighted rows, {rows} x {len}");
         }
     }
 

@@ -22,7 +22,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 
 use super::pair_rows::{PairRows, pair_dots};
 use super::{Engine, EngineKind, GramSummary, PairList, ReducedState, Sensitivities};
-use crate::linalg::{axpy, dot};
+use crate::linalg::{axpy, dot, outer, row_dots, weighted_rows};
 use crate::model::Params;
 
 pub struct ParameterEngine {
@@ -143,12 +143,7 @@ impl ParameterEngine {
 
     /// value_direction = W_V rho.
     fn compute_value_direction(&mut self, values: &[f64], rho: &[f64]) {
-        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
-        for (row, &rho_k) in values.chunks_exact(self.m).zip(rho) {
-            if rho_k != 0.0 {
-                axpy(rho_k, row, &mut self.value_direction);
-            }
-        }
+        weighted_rows(values, rho, &mut self.value_direction);
     }
 }
 
@@ -176,10 +171,7 @@ impl Engine for ParameterEngine {
     fn readouts(&mut self, y: &[f64], gamma: &mut [f64]) {
         let layout = self.layout();
         self.compute_u(&y[layout.z]);
-        let values = &y[layout.v];
-        for (k, g) in gamma.iter_mut().enumerate() {
-            *g = dot(self.row(values, k), &self.u);
-        }
+        row_dots(&y[layout.v], &self.u, gamma);
     }
 
     fn scores(&mut self, y: &[f64], pairs: &PairList, out: &mut [f64]) {
@@ -196,11 +188,7 @@ impl Engine for ParameterEngine {
         // Head and value: dz = W_V rho, dW_V^T = rho u^T.
         self.compute_value_direction(&y[layout.v.clone()], sens.rho);
         dy[layout.z].copy_from_slice(&self.value_direction);
-        for (row, &rho_k) in dy[layout.v].chunks_exact_mut(m).zip(sens.rho) {
-            for (entry, &u) in row.iter_mut().zip(&self.u) {
-                *entry = rho_k * u;
-            }
-        }
+        outer(sens.rho, &self.u, &mut dy[layout.v]);
 
         // Keys and queries: dW_K^T = Delta W_Q^T, dW_Q^T = Delta^T W_K^T.
         let (keys, queries) = (&y[layout.k.clone()], &y[layout.q.clone()]);
