@@ -132,6 +132,7 @@ const MIN_ROW_SUM: f64 = 1e-200;
 /// time go through `wide`'s vectorized exp, which agrees with the scalar `f64::exp` to a
 /// few units in the last place (checked in the tests). It returns 0 for arguments below
 /// about -708, where the scalar one returns subnormal numbers.
+#[inline(always)]
 fn pair_exponentials(index: &PairIndex, scores: &[f64], scale: f64, out: &mut Evaluation) {
     out.query_shift
         .iter_mut()
@@ -318,7 +319,6 @@ pub fn evaluate(
         out.rho.iter_mut().for_each(|v| *v = 0.0);
         out.delta.iter_mut().for_each(|v| *v = 0.0);
     }
-    pair_exponentials(index, scores, scale, out);
     let pass = &Pass {
         data,
         index,
@@ -340,7 +340,7 @@ struct Pass<'a> {
     sensitivities: bool,
 }
 
-/// Runs [`evaluate`] after the pair exponentials, block by block.
+/// Runs [`evaluate`]: the pair exponentials, then the samples block by block.
 ///
 /// Each sample receives the same operations in the same order as a loop over one sample at
 /// a time, and rho and Delta receive their terms sample by sample, so the results do not
@@ -355,6 +355,7 @@ fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
         scale,
         sensitivities,
     } = pass;
+    pair_exponentials(index, scores, scale, out);
     let seq_len = data.seq_len;
     let n = data.len();
     let positions = seq_len * seq_len;
@@ -740,7 +741,6 @@ mod tests {
 
         let mut generic = Evaluation::new(&data, &index);
         let scale = 1.0 / 5f64.sqrt();
-        pair_exponentials(&index, &scores, scale, &mut generic);
         let pass = Pass {
             data: &data,
             index: &index,
