@@ -199,6 +199,12 @@ fn shifted_exp(scores: [f64; 4], scale: f64, shift: [f64; 4]) -> [f64; 4] {
     values
 }
 
+/// Returns whether a row with this sum of pair exponentials goes through
+/// [`shifted_row_exp`]. A NaN sum does too, and stays NaN.
+fn needs_row_shift(sum: f64) -> bool {
+    sum < MIN_ROW_SUM || sum.is_nan()
+}
+
 /// Fills lane `lane` of the attention row `row` with exp(s_h - max_h s_h) from the scores of
 /// the row's pairs and returns its sum, at least 1.
 fn shifted_row_exp(
@@ -255,6 +261,8 @@ struct Block {
     position_readout: Vec<[f64; LANES]>,
     /// Outputs F.
     outputs: [f64; LANES],
+    /// Each sample's terms of Delta at entry l L + h, written by [`Block::delta_terms`].
+    terms: Vec<[f64; LANES]>,
 }
 
 impl Evaluation {
@@ -272,6 +280,7 @@ impl Evaluation {
                 mean_readout: vec![[0.0; LANES]; seq_len],
                 position_readout: vec![[0.0; LANES]; seq_len],
                 outputs: [0.0; LANES],
+                terms: vec![[0.0; LANES]; seq_len * seq_len],
             },
             pair_exp: vec![0.0; index.pairs.len()],
             query_shift: vec![0.0; data.vocab_size],
@@ -373,11 +382,12 @@ fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
             scale,
             &mut out.block,
         );
-        let block = &out.block;
-        for lane in 0..LANES.min(n - LANES * b) {
+        let lanes = LANES.min(n - LANES * b);
+        let mut c_scaled = [0.0; LANES];
+        for lane in 0..lanes {
             let i = LANES * b + lane;
             let y = data.labels[i];
-            let output = block.outputs[lane];
+            let output = out.block.outputs[lane];
             out.outputs[i] = output;
             let margin = output * y;
             out.margins[i] = margin;
@@ -386,23 +396,40 @@ fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
                 continue;
             }
 
-            // Back-propagate c_i = y g_i / n into rho and Delta.
+            // Back-propagate c_i = y g_i / n into rho here, and into Delta below.
             let c = y * out.g[i] / n as f64;
-            for (token, total) in tokens.iter().zip(&block.received) {
+            for (token, total) in tokens.iter().zip(&out.block.received) {
                 out.rho[token[lane] as usize] += c * total[lane];
             }
-            let c_scaled = c * scale;
-            let rows = block
-                .attention
-                .chunks_exact(seq_len)
-                .zip(ids.chunks_exact(seq_len))
-                .zip(&block.mean_readout);
-            for ((row, row_ids), mean) in rows {
-                let terms = row.iter().zip(row_ids).zip(&block.position_readout);
-                for ((p, id), readout) in terms {
-                    out.delta[id[lane] as usize] +=
-                        c_scaled * p[lane] * (readout[lane] - mean[lane]);
+            c_scaled[lane] = c * scale;
+        }
+        if sensitivities {
+            let block = &mut out.block;
+            block.delta_terms(&c_scaled, seq_len);
+            for lane in 0..lanes {
+                for (term, id) in block.terms.iter().zip(ids) {
+                    out.delta[id[lane] as usize] += term[lane];
                 }
+            }
+        }
+    }
+}
+
+impl Block {
+    /// Writes c_scaled p_{l,h} (gamma[x_h] - gbar_l) into `terms` at entry l L + h, for
+    /// sequences of length `seq_len`: each sample's terms of Delta.
+    #[inline(always)]
+    fn delta_terms(&mut self, c_scaled: &[f64; LANES], seq_len: usize) {
+        let rows = self
+            .attention
+            .chunks_exact(seq_len)
+            .zip(self.terms.chunks_exact_mut(seq_len))
+            .zip(&self.mean_readout);
+        for ((row, terms), mean) in rows {
+            for ((p, term), readout) in row.iter().zip(terms).zip(&self.position_readout) {
+                *term = std::array::from_fn(|lane| {
+                    c_scaled[lane] * p[lane] * (readout[lane] - mean[lane])
+                });
             }
         }
     }
@@ -432,31 +459,30 @@ fn forward_block(
         .zip(ids.chunks_exact(seq_len))
         .zip(block.mean_readout.iter_mut());
     for ((row, row_ids), mean_out) in rows {
+        // Whole-array operations, so that each compiles to one vector instruction.
         let mut sum = [0.0; LANES];
         for (p, id) in row.iter_mut().zip(row_ids) {
             *p = id.map(|id| pair_exp[id as usize]);
-            for lane in 0..LANES {
-                sum[lane] += p[lane];
+            sum = std::array::from_fn(|lane| sum[lane] + p[lane]);
+        }
+        if sum.iter().any(|&lane_sum| needs_row_shift(lane_sum)) {
+            for (lane, lane_sum) in sum.iter_mut().enumerate() {
+                if needs_row_shift(*lane_sum) {
+                    *lane_sum = shifted_row_exp(row, row_ids, lane, scores, scale);
+                }
             }
         }
-        for (lane, lane_sum) in sum.iter_mut().enumerate() {
-            // A NaN sum also takes this branch and stays NaN.
-            if *lane_sum < MIN_ROW_SUM || lane_sum.is_nan() {
-                *lane_sum = shifted_row_exp(row, row_ids, lane, scores, scale);
-            }
-        }
-        let inverse_sum = sum.map(|s| 1.0 / s);
+        let inverse_sum: [f64; LANES] = std::array::from_fn(|lane| 1.0 / sum[lane]);
         let mut mean = [0.0; LANES];
         let terms = row
             .iter_mut()
             .zip(block.received.iter_mut())
             .zip(&block.position_readout);
         for ((p, total), readout) in terms {
-            for lane in 0..LANES {
-                p[lane] *= inverse_sum[lane];
-                total[lane] += p[lane];
-                mean[lane] += p[lane] * readout[lane];
-            }
+            let scaled: [f64; LANES] = std::array::from_fn(|lane| p[lane] * inverse_sum[lane]);
+            *p = scaled;
+            *total = std::array::from_fn(|lane| total[lane] + scaled[lane]);
+            mean = std::array::from_fn(|lane| mean[lane] + scaled[lane] * readout[lane]);
         }
         *mean_out = mean;
     }
@@ -464,9 +490,7 @@ fn forward_block(
     // F = sum_h r_h gamma[x_h], summed from -0.0 as `Iterator::sum` does.
     let mut outputs = [-0.0; LANES];
     for (total, readout) in block.received.iter().zip(&block.position_readout) {
-        for lane in 0..LANES {
-            outputs[lane] += total[lane] * readout[lane];
-        }
+        outputs = std::array::from_fn(|lane| outputs[lane] + total[lane] * readout[lane]);
     }
     block.outputs = outputs;
 }

@@ -22,7 +22,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 
 use super::pair_rows::{PairRows, pair_dots};
 use super::{Engine, EngineKind, GramSummary, PairList, ReducedState, Sensitivities};
-use crate::linalg::{axpy, dot, outer, row_dots, weighted_rows};
+use crate::linalg::{axpy, axpy_kernel, dispatch, dot, outer, row_dots, weighted_rows};
 use crate::model::Params;
 
 pub struct ParameterEngine {
@@ -147,6 +147,25 @@ impl ParameterEngine {
     }
 }
 
+/// Writes W_V rho into `direction` and adds eta rho_k u to each value row k of `values`
+/// (rows of u.len() entries). Each row adds to W_V rho before it moves, while it is in the
+/// L1 cache. Rows with rho_k = 0 are skipped.
+fn value_step(values: &mut [f64], rho: &[f64], u: &[f64], eta: f64, direction: &mut [f64]) {
+    assert_eq!(values.len(), rho.len() * u.len());
+    dispatch!(value_step_kernel, value_step_avx2, (values: &mut [f64], rho: &[f64], u: &[f64], eta: f64, direction: &mut [f64]) -> ());
+}
+
+#[inline(always)]
+fn value_step_kernel(values: &mut [f64], rho: &[f64], u: &[f64], eta: f64, direction: &mut [f64]) {
+    direction.fill(0.0);
+    for (row, &rho_k) in values.chunks_exact_mut(u.len().max(1)).zip(rho) {
+        if rho_k != 0.0 {
+            axpy_kernel(rho_k, row, direction);
+            axpy_kernel(eta * rho_k, u, row);
+        }
+    }
+}
+
 impl Engine for ParameterEngine {
     fn kind(&self) -> EngineKind {
         EngineKind::Parameter
@@ -203,14 +222,13 @@ impl Engine for ParameterEngine {
         // and query rows are updated together from copies of their old values.
         let layout = self.layout();
         let m = self.m;
-        // Each value row adds to W_V rho before it moves, while it is in the L1 cache.
-        self.value_direction.iter_mut().for_each(|v| *v = 0.0);
-        for (row, &rho_k) in y[layout.v].chunks_exact_mut(m).zip(sens.rho) {
-            if rho_k != 0.0 {
-                axpy(rho_k, row, &mut self.value_direction);
-                axpy(eta * rho_k, &self.u, row);
-            }
-        }
+        value_step(
+            &mut y[layout.v],
+            sens.rho,
+            &self.u,
+            eta,
+            &mut self.value_direction,
+        );
         axpy(eta, &self.value_direction, &mut y[layout.z]);
 
         let (keys, queries) = y[layout.k.start..layout.q.end].split_at_mut(self.d * m);
