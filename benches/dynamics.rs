@@ -296,11 +296,11 @@ fn throughput(_c: &mut Criterion) {
     }
 }
 
-criterion_group!(
-    benches,
-    throughput,
-    gradient_field,
-    reduced_across_widths,
-    whole_runs
-);
+criterion_group! {
+    name = benches;
+    // Criterion draws its plots with a system font, and a machine without one made the
+    // bench panic. The measurements are printed and saved without the plots.
+    config = Criterion::default().without_plots();
+    targets = throughput, gradient_field, reduced_across_widths, whole_runs
+}
 criterion_main!(benches);
