@@ -23,7 +23,9 @@
 # less from other load on the machine. A third column compares like with like: the
 # `solve_seconds` of summary.json (wall-clock time of the gradient steps, solver calls and
 # T1 location only) against the wall-clock time of the baseline's compiled loop. Each time
-# is the median of K runs (default 1).
+# is the median of K runs (default 1), except in the flow cases: a run there takes under a
+# second, so a short burst of load on a shared host can move a median of a few runs by 30%,
+# and both sides run at least 15 times.
 # Final losses agree when their relative difference is at most 1e-6.
 #
 # The Python packages come from bench/requirements.txt. The script creates bench/.venv with
@@ -35,6 +37,7 @@ bench_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_dir="$(dirname "$bench_dir")"
 
 repeats=1
+flow_min_repeats=15
 core=0
 theory_m=1024
 cases="gd,flow,theory"
@@ -55,6 +58,10 @@ while [[ $# -gt 0 ]]; do
     esac
     shift 2
 done
+if [[ ! "$repeats" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: --repeats must be a positive integer, got '$repeats'" >&2
+    exit 2
+fi
 
 venv="${ATTNFLOW_BENCH_VENV:-$bench_dir/.venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
@@ -66,6 +73,8 @@ python="$venv/bin/python"
 
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=1
 pinned=(taskset -c "$core")
+# Number of timed runs on each side of the case being measured; set before each case.
+runs="$repeats"
 
 echo "building attnflow (release)" >&2
 cargo build --release --quiet --manifest-path "$repo_dir/Cargo.toml"
@@ -90,14 +99,14 @@ open(target, "w").write(text)
 EOF
 }
 
-# Runs attnflow K times; appends {"case", "framework", "seconds_all", "cpu_seconds_all",
+# Runs attnflow $runs times; appends {"case", "framework", "seconds_all", "cpu_seconds_all",
 # "solve_seconds_all", "final_loss"}. Wall and solve seconds are summary.json's
 # wall_seconds and solve_seconds; CPU seconds are the user plus system time of the whole
 # process. Usage: time_attnflow CASE LABEL CONFIG INPUT_DIR [ARGS...]
 time_attnflow() {
     local case_name="$1" label="$2" config="$3" inputs="$4"
     shift 4
-    "$python" - "$case_name" "$label" "$repeats" "$work/run" "$results" \
+    "$python" - "$case_name" "$label" "$runs" "$work/run" "$results" \
         "${pinned[@]}" "$attnflow" run "$config" --out "$work/run" --quiet --no-save-inputs \
         --dataset "$inputs/dataset.npz" --init-weights "$inputs/init_weights.npz" "$@" <<'PYTHON'
 import json, os, resource, shutil, subprocess, sys
@@ -119,13 +128,13 @@ with open(results, "a") as out:
 PYTHON
 }
 
-# Runs a baseline script once with K timed repeats; appends its JSON line with the case.
+# Runs a baseline script once with $runs timed repeats; appends its JSON line with the case.
 # Usage: time_baseline CASE SCRIPT INPUT_DIR [ARGS...]
 time_baseline() {
     local case_name="$1" script="$2" inputs="$3"
     shift 3
     "${pinned[@]}" "$python" "$bench_dir/$script" --dataset "$inputs/dataset.npz" \
-        --init "$inputs/init_weights.npz" --threads 1 --repeats "$repeats" "$@" \
+        --init "$inputs/init_weights.npz" --threads 1 --repeats "$runs" "$@" \
         | "$python" -c 'import json,sys; r=json.loads(sys.stdin.readline()); r["case"]=sys.argv[1]; print(json.dumps(r))' "$case_name" \
         >> "$results"
 }
@@ -138,6 +147,7 @@ paper="$repo_dir/experiments/paper-figure1.toml"
 "$attnflow" init "$paper" --out "$work/paper" > /dev/null
 
 if has_case gd; then
+    runs="$repeats"
     echo "case gd: gradient descent, 30000 steps" >&2
     time_attnflow gd attnflow "$paper" "$work/paper"
     time_baseline gd jax_gd.py "$work/paper" --eta 0.01 --steps 30000
@@ -145,6 +155,7 @@ if has_case gd; then
 fi
 
 if has_case flow; then
+    runs=$((repeats > flow_min_repeats ? repeats : flow_min_repeats))
     for t_end in 300 1e5; do
         echo "case flow: Dormand-Prince 5(4) to t = $t_end" >&2
         config="$work/flow-$t_end.toml"
@@ -160,6 +171,7 @@ if has_case flow; then
 fi
 
 if has_case theory; then
+    runs="$repeats"
     echo "case theory: width m = $theory_m, gradient flow to t = 280" >&2
     theory="$work/theory.toml"
     # The preset draws its reduced state from the Wishart law, which has no weights for the
