@@ -23,9 +23,9 @@
 # less from other load on the machine. A third column compares like with like: the
 # `solve_seconds` of summary.json (wall-clock time of the gradient steps, solver calls and
 # T1 location only) against the wall-clock time of the baseline's compiled loop. Each time
-# is the median of K runs (default 1), except in the flow cases: a run there takes under a
-# second, so a short burst of load on a shared host can move a median of a few runs by 30%,
-# and both sides run at least 15 times.
+# is the median of K runs (default 1). The flow cases run each side at least 15 times,
+# because their runs take under a second and a short burst of load on a shared host moved
+# a median of 3 runs by 30%.
 # Final losses agree when their relative difference is at most 1e-6.
 #
 # The Python packages come from bench/requirements.txt. The script creates bench/.venv with
@@ -73,7 +73,7 @@ python="$venv/bin/python"
 
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=1
 pinned=(taskset -c "$core")
-# Number of timed runs on each side of the case being measured; set before each case.
+# Number of timed runs on each side of a case. Each case sets it before it starts.
 runs="$repeats"
 
 echo "building attnflow (release)" >&2
