@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Time attnflow against PyTorch, JAX and diffrax on the same data and initial weights.
 #
-# Usage: bench/compare.sh [--repeats K] [--core N] [--theory-m M] [--cases LIST]
+# Usage: bench/compare.sh [--repeats K] [--core N] [--theory-m M] [--cases LIST] [--help]
 #
 # Cases (LIST is a comma-separated subset of gd,flow,theory; default all three):
 #   gd      the paper's experiment: gradient descent, eta = 0.01, 30000 steps;
@@ -12,8 +12,8 @@
 #           the reduced engine (and the parameter engine) against diffrax
 #
 # The flow cases run attnflow with controller = "integral", the step-size rule of diffrax's
-# default PIDController, so that both sides use the same method, tolerances and rule; the
-# flow case adds one run of the parameter engine with attnflow's default PI rule.
+# default PIDController, so that both sides use the same method, tolerances and rule. The
+# flow case also times the parameter engine with attnflow's default PI rule.
 #
 # Every process runs pinned to core N (default 0) by taskset, with one thread. The Python
 # times cover the compiled loop only (no imports, loading or compilation); the attnflow
@@ -42,8 +42,20 @@ core=0
 theory_m=1024
 cases="gd,flow,theory"
 while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h | --help)
+            # The usage is the comment block at the top of this file.
+            sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        --repeats | --core | --theory-m | --cases) ;;
+        *)
+            echo "error: unknown option '$1'; run $0 --help for the options" >&2
+            exit 2
+            ;;
+    esac
     if [[ $# -lt 2 ]]; then
-        echo "error: option $1 needs a value; see the usage at the top of $0" >&2
+        echo "error: option $1 needs a value; run $0 --help for the options" >&2
         exit 2
     fi
     case "$1" in
@@ -51,10 +63,6 @@ while [[ $# -gt 0 ]]; do
         --core) core="$2" ;;
         --theory-m) theory_m="$2" ;;
         --cases) cases="$2" ;;
-        *)
-            echo "error: unknown option $1; see the usage at the top of $0" >&2
-            exit 2
-            ;;
     esac
     shift 2
 done
@@ -62,6 +70,25 @@ if [[ ! "$repeats" =~ ^[1-9][0-9]*$ ]]; then
     echo "error: --repeats must be a positive integer, got '$repeats'" >&2
     exit 2
 fi
+if [[ ! "$core" =~ ^[0-9]+$ ]]; then
+    echo "error: --core must be a CPU number such as 0, got '$core'" >&2
+    exit 2
+fi
+if [[ ! "$theory_m" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: --theory-m must be a positive integer width, got '$theory_m'" >&2
+    exit 2
+fi
+IFS=, read -ra requested <<< "$cases"
+if [[ ${#requested[@]} -eq 0 ]]; then
+    echo "error: --cases is empty; give a comma-separated subset of gd,flow,theory" >&2
+    exit 2
+fi
+for requested_case in "${requested[@]}"; do
+    if [[ "$requested_case" != gd && "$requested_case" != flow && "$requested_case" != theory ]]; then
+        echo "error: unknown case '$requested_case' in --cases '$cases'; the cases are gd, flow and theory" >&2
+        exit 2
+    fi
+done
 
 venv="${ATTNFLOW_BENCH_VENV:-$bench_dir/.venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
@@ -148,7 +175,7 @@ paper="$repo_dir/experiments/paper-figure1.toml"
 
 if has_case gd; then
     runs="$repeats"
-    echo "case gd: gradient descent, 30000 steps" >&2
+    echo "case gd: gradient descent, 30000 steps, $runs timed runs per program" >&2
     time_attnflow gd attnflow "$paper" "$work/paper"
     time_baseline gd jax_gd.py "$work/paper" --eta 0.01 --steps 30000
     time_baseline gd torch_gd.py "$work/paper" --eta 0.01 --steps 30000
@@ -157,7 +184,7 @@ fi
 if has_case flow; then
     runs=$((repeats > flow_min_repeats ? repeats : flow_min_repeats))
     for t_end in 300 1e5; do
-        echo "case flow: Dormand-Prince 5(4) to t = $t_end" >&2
+        echo "case flow: Dormand-Prince 5(4) to t = $t_end, $runs timed runs per program" >&2
         config="$work/flow-$t_end.toml"
         derive_config "$paper" "$config" 10 'engine = "parameter"' 'integrator = "dopri5"' \
             'rtol = 1e-8' 'atol = 1e-12' 'controller = "integral"' "t_end = $t_end"
@@ -172,7 +199,7 @@ fi
 
 if has_case theory; then
     runs="$repeats"
-    echo "case theory: width m = $theory_m, gradient flow to t = 280" >&2
+    echo "case theory: width m = $theory_m, gradient flow to t = 280, $runs timed runs per program" >&2
     theory="$work/theory.toml"
     # The preset draws its reduced state from the Wishart law, which has no weights for the
     # baselines. Drawing weights and reducing them gives the same law.
