@@ -715,6 +715,32 @@ mod tests {
         }
     }
 
+    /// The system dy/dt = -y for every entry, which turns NaN after `nan_after`. A step
+    /// accepted after `stop_after` ends the call.
+    struct Decay {
+        nan_after: f64,
+        stop_after: f64,
+    }
+
+    impl Decay {
+        const PLAIN: Decay = Decay {
+            nan_after: f64::INFINITY,
+            stop_after: f64::INFINITY,
+        };
+    }
+
+    impl OdeSystem for Decay {
+        fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
+            for (d, v) in dy.iter_mut().zip(y) {
+                *d = if t > self.nan_after { f64::NAN } else { -v };
+            }
+        }
+
+        fn accepted(&mut self, t: f64, _y: &[f64], _dy: &[f64]) -> bool {
+            t > self.stop_after
+        }
+    }
+
     struct Plain {
         evaluations: usize,
         stop_after: Option<u32>,
@@ -962,22 +988,15 @@ mod tests {
     fn non_finite_field_ends_call() {
         // f turns NaN for t > 0.5: both rules must shrink the step until it underflows,
         // not spin through the whole step budget.
-        struct Poisoned;
-        impl OdeSystem for Poisoned {
-            fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
-                for (d, v) in dy.iter_mut().zip(y) {
-                    *d = if t > 0.5 { f64::NAN } else { -v };
-                }
-            }
-            fn accepted(&mut self, _t: f64, _y: &[f64], _dy: &[f64]) -> bool {
-                false
-            }
-        }
+        let mut poisoned = Decay {
+            nan_after: 0.5,
+            ..Decay::PLAIN
+        };
         for rule in [StepRule::Pi, StepRule::Integral] {
             let mut controls = Controls::new(1e-8, 1e-10, 2.0, 0.0, 1_000_000);
             controls.rule = rule;
             let mut y = vec![1.0; 8];
-            let segment = Dopri5::new(8).integrate(&mut Poisoned, &controls, 0.0, 2.0, &mut y);
+            let segment = Dopri5::new(8).integrate(&mut poisoned, &controls, 0.0, 2.0, &mut y);
             assert!(
                 matches!(segment.failure, Some(Failure::StepSizeUnderflow { .. })),
                 "{rule:?}: {:?}",
@@ -1157,20 +1176,10 @@ mod tests {
     #[test]
     fn exponential_decay_to_tolerance() {
         // dy/dt = -y for every entry: y(2) = y0 exp(-2).
-        struct Decay;
-        impl OdeSystem for Decay {
-            fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
-                for (d, v) in dy.iter_mut().zip(y) {
-                    *d = -v;
-                }
-            }
-            fn accepted(&mut self, _t: f64, _y: &[f64], _dy: &[f64]) -> bool {
-                false
-            }
-        }
         let mut y: Vec<f64> = (1..=7).map(|i| i as f64).collect();
         let controls = Controls::new(1e-10, 1e-12, 2.0, 0.0, 10_000);
-        let segment = Dopri5::new(7).integrate(&mut Decay, &controls, 0.0, 2.0, &mut y);
+        let mut decay = Decay::PLAIN;
+        let segment = Dopri5::new(7).integrate(&mut decay, &controls, 0.0, 2.0, &mut y);
         assert_eq!(segment.t, 2.0);
         for (i, v) in y.iter().enumerate() {
             let exact = (i + 1) as f64 * (-2f64).exp();
@@ -1184,20 +1193,15 @@ mod tests {
     #[test]
     fn dense_output_between_steps() {
         // dy/dt = -y with y(0) = 1: the interpolant must follow exp(-t) inside a step and
-        // meet both ends of it.
-        struct Decay;
-        impl OdeSystem for Decay {
-            fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
-                dy[0] = -y[0];
-            }
-            fn accepted(&mut self, t: f64, _y: &[f64], _dy: &[f64]) -> bool {
-                t > 0.5
-            }
-        }
+        // meet both ends of it. The call ends at the first step accepted after t = 0.5.
+        let mut decay = Decay {
+            stop_after: 0.5,
+            ..Decay::PLAIN
+        };
         let mut y = vec![1.0];
         let controls = Controls::new(1e-9, 1e-12, 2.0, 0.0, 10_000);
         let mut stepper = Dopri5::new(1);
-        let segment = stepper.integrate(&mut Decay, &controls, 0.0, 2.0, &mut y);
+        let segment = stepper.integrate(&mut decay, &controls, 0.0, 2.0, &mut y);
         let t_previous = segment.t_previous.expect("steps were accepted");
         let h = segment.t - t_previous;
         assert!(h > 0.0);

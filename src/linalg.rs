@@ -204,6 +204,12 @@ mod tests {
             let mut generic = vec![f64::NAN; len];
             weighted_rows_kernel(&matrix, &weights, &mut generic);
             assert_eq!(generic, sum, "generic weighted rows, {rows} x {len}");
+            let mut generic_dots = vec![f64::NAN; rows];
+            row_dots_kernel(&matrix, &x, &mut generic_dots);
+            assert_eq!(generic_dots, dots, "generic row dots, {rows} x {len}");
+            let mut generic_product = vec![f64::NAN; rows * len];
+            outer_kernel(&weights, &x, &mut generic_product);
+            assert_eq!(generic_product, product, "generic outer, {rows} x {len}");
         }
     }
 

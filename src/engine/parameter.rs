@@ -285,6 +285,38 @@ mod tests {
     }
 
     #[test]
+    fn value_step_matches_row_loop() {
+        // Four rows of 11 entries, one with rho = 0: the dispatched and generic kernels give
+        // the bits of the axpy loop they replace.
+        let (rows, len, eta) = (4, 11, 0.37);
+        let entry = |i: usize| ((i * 7919 % 10_007) as f64 / 10_007.0 - 0.5) * 3.0;
+        let start: Vec<f64> = (0..rows * len).map(entry).collect();
+        let rho = [0.8, 0.0, -1.3, 0.05];
+        let u: Vec<f64> = (0..len).map(|j| entry(j + 101)).collect();
+
+        let mut expected_values = start.clone();
+        let mut expected_direction = vec![0.0; len];
+        for (row, &rho_k) in expected_values.chunks_exact_mut(len).zip(&rho) {
+            if rho_k != 0.0 {
+                axpy(rho_k, row, &mut expected_direction);
+                axpy(eta * rho_k, &u, row);
+            }
+        }
+
+        let mut values = start.clone();
+        let mut direction = vec![f64::NAN; len];
+        value_step(&mut values, &rho, &u, eta, &mut direction);
+        assert_eq!(values, expected_values, "dispatched values");
+        assert_eq!(direction, expected_direction, "dispatched direction");
+
+        let mut values = start;
+        let mut direction = vec![f64::NAN; len];
+        value_step_kernel(&mut values, &rho, &u, eta, &mut direction);
+        assert_eq!(values, expected_values, "generic values");
+        assert_eq!(direction, expected_direction, "generic direction");
+    }
+
+    #[test]
     fn descent_step_is_euler_step() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let params = random_params(&mut rng);
