@@ -351,8 +351,8 @@ struct Pass<'a> {
 
 /// Runs [`evaluate`]: the pair exponentials, then the samples block by block.
 ///
-/// Each sample receives the same operations in the same order as a loop over one sample at
-/// a time, and rho and Delta receive their terms sample by sample, so the results do not
+/// Each sample receives the same operations in the same order as in a loop over one sample
+/// at a time. rho and Delta receive their terms sample by sample, so the results do not
 /// depend on the block size or the vector width.
 #[inline(always)]
 fn evaluate_kernel(pass: &Pass, out: &mut Evaluation) {
@@ -459,7 +459,8 @@ fn forward_block(
         .zip(ids.chunks_exact(seq_len))
         .zip(block.mean_readout.iter_mut());
     for ((row, row_ids), mean_out) in rows {
-        // Whole-array operations, so that each compiles to one vector instruction.
+        // Whole-array operations compile to vector instructions, where updates of one lane
+        // at a time compiled to scalar stores.
         let mut sum = [0.0; LANES];
         for (p, id) in row.iter_mut().zip(row_ids) {
             *p = id.map(|id| pair_exp[id as usize]);

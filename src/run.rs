@@ -630,11 +630,11 @@ fn locate_event(
     Ok((t_event, y_high))
 }
 
-/// Returns the right end of a bracket in (0, 1] of the first point where a condition holds,
+/// Returns the right end of a bracket in (0, 1] of the first point where a condition is met,
 /// narrowed until its width times `span` is at most `tolerance`, given that the condition
-/// fails at 0 (distance `f_low`, negative) and holds at 1 (distance `f_high`).
+/// fails at 0 (distance `f_low`, negative) and is met at 1 (distance `f_high`).
 ///
-/// `probe(theta)` returns whether the condition holds at theta and its distance. The search
+/// `probe(theta)` returns whether the condition is met at theta, and its distance. The search
 /// is the Illinois variant of regula falsi: an end that stays in place twice has its
 /// distance halved. A step that does not halve the bracket is followed by a bisection, so
 /// the search also ends on a discontinuous distance. It probes at most 100 points. The
@@ -657,8 +657,8 @@ fn first_met(
         let secant = low + width * f_low / (f_low - f_high);
         let theta = if !bisect && secant >= low && secant <= high {
             // A secant point on the root itself, or on an end, would move only the end where
-            // the condition holds and never close the bracket. So it stays half a tolerance
-            // inside both ends: a probe at high - nudge that fails ends the search.
+            // the condition is met and never close the bracket. So it stays half a tolerance
+            // inside both ends, and a failed probe at high - nudge ends the search.
             let nudge = 0.5 * tolerance / span;
             secant.clamp(low + nudge, high - nudge)
         } else {
